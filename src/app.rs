@@ -1,0 +1,257 @@
+//! Builds the daemon from its configuration, runs it, and stops it: the
+//! one place that knows every task and the order they start and stop in.
+//!
+//! Start: store → journal committer → HTTP listener → READY=1.
+//! Stop: STOPPING=1 → listener drains in-flight requests → journal makes
+//! its last group durable → store flush.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use sd_notify::NotifyState;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{self, Config, LogFormat};
+use crate::http::{self, AppState};
+use crate::metrics::Metrics;
+use crate::store::journal::Journal;
+use crate::store::{Store, StoreError};
+
+/// Delivery ids are remembered at least this long (and at least twice the
+/// largest signature tolerance), so a replay is refused either way.
+const MIN_DELIVERY_RETENTION: Duration = Duration::from_secs(24 * 3600);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A started daemon. Dropping it does not stop it; call [`Running::stop`].
+pub struct Running {
+    addr: SocketAddr,
+    state: Arc<AppState>,
+    shutdown: CancellationToken,
+    server: tokio::task::JoinHandle<()>,
+    committer: std::thread::JoinHandle<()>,
+    grace: Duration,
+}
+
+/// Opens the store, starts the journal and binds the listener.
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    let data_dir = config.daemon.data_dir.clone();
+    std::fs::create_dir_all(&data_dir).map_err(|source| StartError::DataDir {
+        path: data_dir.clone(),
+        source,
+    })?;
+    let store = Store::open(&data_dir.join("store"))?;
+    store.sync_customers(&config.customers)?;
+    let metrics = Arc::new(Metrics::new());
+    let (journal, committer) =
+        Journal::start(&store, metrics.clone(), delivery_retention(&config))?;
+
+    let addr = config.daemon.listen;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Listen { addr, source })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| StartError::Listen { addr, source })?;
+    let grace = config.daemon.shutdown_grace;
+    let state = Arc::new(AppState {
+        config: ArcSwap::from_pointee(config),
+        store,
+        journal,
+        metrics,
+    });
+
+    let shutdown = CancellationToken::new();
+    let app = http::router(state.clone());
+    let stop = shutdown.clone();
+    let server = tokio::spawn(async move {
+        let serve = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned());
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    });
+    tracing::info!(%addr, "Listening");
+    Ok(Running {
+        addr,
+        state,
+        shutdown,
+        server,
+        committer,
+        grace,
+    })
+}
+
+fn delivery_retention(config: &Config) -> Duration {
+    config
+        .connectors
+        .iter()
+        .filter_map(|c| match &c.webhook_auth {
+            config::WebhookAuth::StandardWebhooks { tolerance, .. } => Some(*tolerance * 2),
+            _ => None,
+        })
+        .fold(MIN_DELIVERY_RETENTION, Duration::max)
+}
+
+impl Running {
+    /// The address actually bound (useful with port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn state(&self) -> &Arc<AppState> {
+        &self.state
+    }
+
+    /// Re-reads the configuration. On error the running one is kept.
+    pub fn reload(&self) -> Result<(), config::Diagnostics> {
+        let current = self.state.config.load();
+        let fresh = config::load(&current.path)?;
+        if fresh.daemon.listen != current.daemon.listen
+            || fresh.daemon.data_dir != current.daemon.data_dir
+        {
+            tracing::warn!(
+                "daemon.listen and daemon.data_dir changes take effect at the next restart"
+            );
+        }
+        if let Err(e) = self.state.store.sync_customers(&fresh.customers) {
+            tracing::error!(error = %e, "Storing reloaded customers failed; keeping the running configuration");
+            return Ok(());
+        }
+        tracing::info!(
+            connectors = fresh.connectors.len(),
+            customers = fresh.customers.len(),
+            "Configuration reloaded"
+        );
+        self.state.config.store(Arc::new(fresh));
+        Ok(())
+    }
+
+    /// Stops accepting requests, lets in-flight ones finish (up to the
+    /// grace period), makes the journal durable and flushes the store.
+    pub async fn stop(self) {
+        let Running {
+            state,
+            shutdown,
+            mut server,
+            committer,
+            grace,
+            ..
+        } = self;
+        shutdown.cancel();
+        if tokio::time::timeout(grace, &mut server).await.is_err() {
+            tracing::warn!(grace = ?grace, "In-flight requests did not finish in time; closing them");
+            server.abort();
+        }
+        let store = state.store.clone();
+        // The committer stops once the last journal handle is gone.
+        drop(state);
+        match tokio::task::spawn_blocking(move || committer.join()).await {
+            Ok(Ok(())) => {}
+            _ => tracing::error!("The journal committer did not stop cleanly"),
+        }
+        if let Err(e) = store.flush() {
+            tracing::error!(error = %e, "Final store flush failed");
+        }
+        tracing::info!("Stopped");
+    }
+}
+
+/// `csmd run`: loads the configuration, runs until SIGTERM or SIGINT,
+/// reloads on SIGHUP, and talks to systemd throughout.
+pub async fn run(config_path: &Path) -> anyhow::Result<()> {
+    let config =
+        config::load(config_path).map_err(|d| anyhow::anyhow!("invalid configuration:\n{d}"))?;
+    init_logging(config.daemon.log_format, &config.daemon.log_level);
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %config_path.display(), "Starting csmd");
+    let running = start(config).await?;
+
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut hangup = signal(SignalKind::hangup())?;
+    notify(&[NotifyState::Ready, NotifyState::Status("serving")]);
+    let watchdog = spawn_watchdog(running.state().clone());
+
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+            _ = hangup.recv() => {
+                let mut states = vec![NotifyState::Reloading];
+                if let Ok(now) = NotifyState::monotonic_usec_now() {
+                    states.push(now);
+                }
+                notify(&states);
+                if let Err(diagnostics) = running.reload() {
+                    for d in &diagnostics.0 {
+                        tracing::error!(error = %d, "Reload refused; keeping the running configuration");
+                    }
+                }
+                notify(&[NotifyState::Ready]);
+            }
+        }
+    }
+    tracing::info!("Shutting down");
+    notify(&[NotifyState::Stopping]);
+    if let Some(w) = watchdog {
+        w.abort();
+    }
+    running.stop().await;
+    Ok(())
+}
+
+fn notify(states: &[NotifyState]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::warn!(error = %e, "Cannot notify systemd");
+    }
+}
+
+/// Pings systemd's watchdog at half its interval while the journal can
+/// write, so a wedged store gets the service restarted.
+fn spawn_watchdog(state: Arc<AppState>) -> Option<tokio::task::JoinHandle<()>> {
+    let interval = sd_notify::watchdog_enabled()? / 2;
+    Some(tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(interval);
+        loop {
+            ticks.tick().await;
+            if state.journal.is_healthy() {
+                notify(&[NotifyState::Watchdog]);
+            }
+        }
+    }))
+}
+
+fn init_logging(format: LogFormat, level: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    // journald adds its own timestamps; colour only for a person at a terminal.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
+    let result = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+    if let Err(e) = result {
+        eprintln!("csmd: logging was already set up: {e}");
+    }
+}

@@ -1,0 +1,741 @@
+//! Configuration: `csmd.toml`, the customer files and the connector
+//! profiles, loaded and checked in one place. `csmd check-config` and
+//! `csmd run` call the same [`load`], so what passes the check is what runs.
+//!
+//! Loading collects every problem it can find, each as `file:line:column:
+//! message`. A section with a TOML type error or unknown key stops at that
+//! error, but every other section, entry and file is still checked.
+
+pub mod customer;
+pub mod diag;
+mod sections;
+pub mod value;
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine as _;
+use secrecy::{SecretBox, SecretString};
+use serde::de::DeserializeOwned;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+
+pub use customer::Customer;
+pub use diag::{Diagnostic, Diagnostics};
+pub use sections::{
+    ConnectorSection, DaemonSection, EmailSection, LogFormat, SchedulesSection, SmtpSection,
+    TlsMode, TransportKind, WebhookAuthKind, WebhookSection,
+};
+
+use crate::connector::{ConnectorKind, Parser, Profile};
+use crate::model::{ConnectorName, CustomerId};
+use diag::{SourceFile, file_error};
+use value::{Rate, SecretContext, SecretRef, TimeZone, io_reason};
+
+/// The default configuration path, overridden by `--config` or `CSMD_CONFIG`.
+pub const DEFAULT_PATH: &str = "/etc/csmd/csmd.toml";
+
+/// The whole validated configuration: what the daemon runs with.
+#[derive(Debug)]
+pub struct Config {
+    /// The configuration file this was loaded from.
+    pub path: PathBuf,
+    pub daemon: Daemon,
+    pub email: Email,
+    pub schedules: SchedulesSection,
+    pub connectors: Vec<Connector>,
+    pub customers: Vec<Customer>,
+}
+
+#[derive(Debug)]
+pub struct Daemon {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub admin_token: Option<SecretString>,
+    pub time_zone: TimeZone,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub max_body_bytes: usize,
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug)]
+pub struct Email {
+    pub from: lettre::message::Mailbox,
+    pub rate: Rate,
+    pub transport: Transport,
+}
+
+#[derive(Debug)]
+pub enum Transport {
+    File { dir: PathBuf },
+    Smtp(Smtp),
+    Sendmail { command: PathBuf },
+}
+
+#[derive(Debug)]
+pub struct Smtp {
+    pub host: String,
+    pub port: u16,
+    pub tls: TlsMode,
+    pub credentials: Option<(String, SecretString)>,
+    pub timeout: Duration,
+}
+
+/// A configured connector with its profile and overrides applied.
+#[derive(Debug)]
+pub struct Connector {
+    pub name: ConnectorName,
+    pub kind: ConnectorKind,
+    /// The folder the profile was read from.
+    pub profile_dir: PathBuf,
+    pub parser: Parser,
+    pub webhook_auth: WebhookAuth,
+}
+
+#[derive(Debug)]
+pub enum WebhookAuth {
+    /// No authentication; only accepted while listening on loopback.
+    None,
+    Bearer(SecretString),
+    /// Standard Webhooks HMAC-SHA256 signatures.
+    StandardWebhooks {
+        keys: Vec<SecretBox<Vec<u8>>>,
+        tolerance: Duration,
+    },
+}
+
+impl WebhookAuth {
+    pub fn describe(&self) -> String {
+        match self {
+            WebhookAuth::None => "no auth".into(),
+            WebhookAuth::Bearer(_) => "bearer token".into(),
+            WebhookAuth::StandardWebhooks { keys, tolerance } => format!(
+                "standard-webhooks, {} key(s), tolerance {}",
+                keys.len(),
+                humantime::format_duration(*tolerance)
+            ),
+        }
+    }
+}
+
+/// Loads and checks the configuration at `path`, its customer files and the
+/// connector profiles it names.
+pub fn load(path: &Path) -> Result<Config, Diagnostics> {
+    let mut diags = Diagnostics::default();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        one(file_error(
+            path,
+            format!("cannot read configuration: {}", io_reason(&e)),
+        ))
+    })?;
+    let source = SourceFile { path, text: &text };
+    let root = DeTable::parse(&text).map_err(|e| one(source.from_toml(&e)))?;
+    let config_dir = absolute(path.parent().unwrap_or(Path::new(".")));
+    let secrets = SecretContext::from_env(&config_dir);
+
+    let mut daemon = None;
+    let mut email = None;
+    let mut schedules = None;
+    let mut connector_sections = Vec::new();
+    for (key, value) in root.into_inner() {
+        match key.get_ref().as_ref() {
+            "daemon" => daemon = section::<DaemonSection>(&source, value, &mut diags),
+            "email" => email = section::<EmailSection>(&source, value, &mut diags),
+            "schedules" => schedules = section::<SchedulesSection>(&source, value, &mut diags),
+            "connector" => connector_sections = connector_entries(&source, value, &mut diags),
+            other => diags.push(source.at(
+                key.span(),
+                format!("unknown section `{other}`; expected `daemon`, `email`, `schedules` or `connector`"),
+            )),
+        }
+    }
+
+    let daemon_section = match daemon {
+        Some(d) => d,
+        None => section::<DaemonSection>(&source, empty_table(), &mut diags)
+            .ok_or_else(|| std::mem::take(&mut diags))?,
+    };
+    let daemon = resolve_daemon(&source, &daemon_section, &config_dir, &secrets, &mut diags);
+    let email = match email {
+        Some(section) => resolve_email(&source, &section, &daemon.data_dir, &secrets, &mut diags),
+        None => {
+            diags.push(file_error(
+                path,
+                "missing [email] section: set at least `from`, the sender customers see",
+            ));
+            None
+        }
+    };
+    let connectors = resolve_connectors(
+        &source,
+        &connector_sections,
+        &daemon_section,
+        &daemon,
+        &config_dir,
+        &secrets,
+        &mut diags,
+    );
+    let customers = load_customers(
+        &absolute(&config_dir.join(&daemon_section.customers_dir)),
+        &mut diags,
+    );
+
+    match email {
+        Some(email) if diags.is_empty() => Ok(Config {
+            path: path.to_path_buf(),
+            daemon,
+            email,
+            schedules: schedules.unwrap_or_default(),
+            connectors,
+            customers,
+        }),
+        _ => Err(diags),
+    }
+}
+
+fn one(d: Diagnostic) -> Diagnostics {
+    Diagnostics(vec![d])
+}
+
+/// The absolute form of `path` with `.` and `..` folded away lexically, so
+/// paths read well in summaries and logs.
+fn absolute(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let full = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut clean = PathBuf::new();
+    for part in full.components() {
+        match part {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                clean.pop();
+            }
+            other => clean.push(other),
+        }
+    }
+    clean
+}
+
+fn empty_table<'a>() -> Spanned<DeValue<'a>> {
+    Spanned::new(0..0, DeValue::Table(DeTable::new()))
+}
+
+/// Deserializes one section, recording its first error.
+fn section<T: DeserializeOwned>(
+    source: &SourceFile,
+    value: Spanned<DeValue>,
+    diags: &mut Diagnostics,
+) -> Option<T> {
+    T::deserialize(ValueDeserializer::from(value))
+        .map_err(|e| diags.push(source.from_toml(&e)))
+        .ok()
+}
+
+fn connector_entries(
+    source: &SourceFile,
+    value: Spanned<DeValue>,
+    diags: &mut Diagnostics,
+) -> Vec<ConnectorSection> {
+    let span = value.span();
+    match value.into_inner() {
+        DeValue::Array(items) => items
+            .into_iter()
+            .filter_map(|item| section::<ConnectorSection>(source, item, diags))
+            .collect(),
+        _ => {
+            diags.push(source.at(
+                span,
+                "`connector` must be an array of tables: write each as [[connector]]",
+            ));
+            Vec::new()
+        }
+    }
+}
+
+fn resolve_secret(
+    source: &SourceFile,
+    secret: &Spanned<SecretRef>,
+    secrets: &SecretContext,
+    diags: &mut Diagnostics,
+) -> Option<SecretString> {
+    secret
+        .get_ref()
+        .resolve(secrets)
+        .map_err(|e| diags.push(source.at(secret.span(), e)))
+        .ok()
+}
+
+fn resolve_daemon(
+    source: &SourceFile,
+    section: &DaemonSection,
+    config_dir: &Path,
+    secrets: &SecretContext,
+    diags: &mut Diagnostics,
+) -> Daemon {
+    if let Err(e) = section.log_level.parse::<tracing_subscriber::EnvFilter>() {
+        diags.push(file_error(
+            source.path,
+            format!(
+                "[daemon] log_level {:?} is not a tracing filter: {e}",
+                section.log_level
+            ),
+        ));
+    }
+    Daemon {
+        data_dir: absolute(&config_dir.join(&section.data_dir)),
+        listen: section.listen,
+        admin_token: section
+            .admin_token
+            .as_ref()
+            .and_then(|s| resolve_secret(source, s, secrets, diags)),
+        time_zone: section.time_zone,
+        log_format: section.log_format,
+        log_level: section.log_level.clone(),
+        max_body_bytes: section.max_body_bytes,
+        shutdown_grace: section.shutdown_grace.0,
+    }
+}
+
+fn resolve_email(
+    source: &SourceFile,
+    section: &EmailSection,
+    data_dir: &Path,
+    secrets: &SecretContext,
+    diags: &mut Diagnostics,
+) -> Option<Email> {
+    let from = section
+        .from
+        .get_ref()
+        .parse::<lettre::message::Mailbox>()
+        .map_err(|e| {
+            diags.push(source.at(
+                section.from.span(),
+                format!("invalid sender {:?}: {e}", section.from.get_ref()),
+            ))
+        })
+        .ok();
+    let transport = match section.transport {
+        TransportKind::File => Some(Transport::File {
+            dir: section
+                .file_dir
+                .as_ref()
+                .map_or_else(|| data_dir.join("mail"), |d| data_dir.join(d)),
+        }),
+        TransportKind::Sendmail => Some(Transport::Sendmail {
+            command: section.sendmail_command.clone(),
+        }),
+        TransportKind::Smtp => match &section.smtp {
+            None => {
+                diags.push(file_error(
+                    source.path,
+                    "[email] transport = \"smtp\" needs an [email.smtp] section with `host`",
+                ));
+                None
+            }
+            Some(smtp) => resolve_smtp(source, smtp, secrets, diags).map(Transport::Smtp),
+        },
+    };
+    Some(Email {
+        from: from?,
+        rate: section.rate,
+        transport: transport?,
+    })
+}
+
+fn resolve_smtp(
+    source: &SourceFile,
+    smtp: &Spanned<SmtpSection>,
+    secrets: &SecretContext,
+    diags: &mut Diagnostics,
+) -> Option<Smtp> {
+    let s = smtp.get_ref();
+    let loopback = s.host == "localhost"
+        || s.host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if s.tls == TlsMode::None && !loopback {
+        diags.push(source.at(
+            smtp.span(),
+            format!("tls = \"none\" sends mail in clear text; it is only allowed towards a loopback host, not {:?}", s.host),
+        ));
+        return None;
+    }
+    let credentials = match (&s.username, &s.password) {
+        (Some(user), Some(password)) => Some((
+            user.clone(),
+            resolve_secret(source, password, secrets, diags)?,
+        )),
+        (None, None) => None,
+        _ => {
+            diags.push(source.at(
+                smtp.span(),
+                "[email.smtp] needs both `username` and `password`, or neither",
+            ));
+            return None;
+        }
+    };
+    let port = s.port.unwrap_or(match s.tls {
+        TlsMode::Starttls => 587,
+        TlsMode::Tls => 465,
+        TlsMode::None => 25,
+    });
+    Some(Smtp {
+        host: s.host.clone(),
+        port,
+        tls: s.tls,
+        credentials,
+        timeout: s.timeout.0,
+    })
+}
+
+fn resolve_connectors(
+    source: &SourceFile,
+    sections: &[ConnectorSection],
+    daemon_section: &DaemonSection,
+    daemon: &Daemon,
+    config_dir: &Path,
+    secrets: &SecretContext,
+    diags: &mut Diagnostics,
+) -> Vec<Connector> {
+    let search: Vec<PathBuf> = daemon_section
+        .connector_dirs
+        .iter()
+        .map(|d| absolute(&config_dir.join(d)))
+        .collect();
+    let mut seen = BTreeSet::new();
+    let mut connectors = Vec::new();
+    for section in sections {
+        let name = match section.name.get_ref().parse::<ConnectorName>() {
+            Ok(name) if !seen.insert(name.clone()) => {
+                diags.push(source.at(
+                    section.name.span(),
+                    format!("connector `{name}` is defined twice"),
+                ));
+                continue;
+            }
+            Ok(name) => name,
+            Err(e) => {
+                diags.push(source.at(section.name.span(), e.to_string()));
+                continue;
+            }
+        };
+        let Some(profile_dir) = search
+            .iter()
+            .map(|d| d.join(section.profile.get_ref()))
+            .find(|d| d.join("profile.toml").is_file())
+        else {
+            let searched: Vec<_> = search.iter().map(|d| d.display().to_string()).collect();
+            diags.push(source.at(
+                section.profile.span(),
+                format!(
+                    "connector profile `{}` not found in {}",
+                    section.profile.get_ref(),
+                    searched.join(", ")
+                ),
+            ));
+            continue;
+        };
+        let profile = match Profile::load(&profile_dir) {
+            Ok(p) => p,
+            Err(errors) => {
+                errors.into_iter().for_each(|e| diags.push(e));
+                continue;
+            }
+        };
+        let empty = toml::Table::new();
+        let overrides = section.fields.as_ref().map_or(&empty, |f| f.get_ref());
+        let parser = match profile.parser(overrides) {
+            Ok(p) => p,
+            Err(errors) => {
+                let span = section
+                    .fields
+                    .as_ref()
+                    .map_or(section.profile.span(), |f| f.span());
+                errors
+                    .into_iter()
+                    .for_each(|e| diags.push(source.at(span.clone(), e)));
+                continue;
+            }
+        };
+        let Some(webhook_auth) = resolve_webhook_auth(source, section, daemon, secrets, diags)
+        else {
+            continue;
+        };
+        connectors.push(Connector {
+            name,
+            kind: profile.kind(),
+            profile_dir,
+            parser,
+            webhook_auth,
+        });
+    }
+    connectors
+}
+
+fn resolve_webhook_auth(
+    source: &SourceFile,
+    section: &ConnectorSection,
+    daemon: &Daemon,
+    secrets: &SecretContext,
+    diags: &mut Diagnostics,
+) -> Option<WebhookAuth> {
+    let Some(webhook) = &section.webhook else {
+        diags.push(source.at(
+            section.name.span(),
+            format!(
+                "connector `{}` has no [connector.webhook] section; set auth = \"bearer\", \"standard-webhooks\" or \"none\"",
+                section.name.get_ref()
+            ),
+        ));
+        return None;
+    };
+    let w = webhook.get_ref();
+    let at = |span: Range<usize>, message: String| source.at(span, message);
+    match w.auth {
+        WebhookAuthKind::None if daemon.listen.ip().is_loopback() => Some(WebhookAuth::None),
+        WebhookAuthKind::None => {
+            diags.push(at(
+                webhook.span(),
+                format!("auth = \"none\" is only allowed while daemon.listen is a loopback address, not {}", daemon.listen),
+            ));
+            None
+        }
+        WebhookAuthKind::Bearer => match &w.token {
+            Some(token) => resolve_secret(source, token, secrets, diags).map(WebhookAuth::Bearer),
+            None => {
+                diags.push(at(webhook.span(), "auth = \"bearer\" needs `token = { env = \"NAME\" }` or `{ file = \"/path\" }`".into()));
+                None
+            }
+        },
+        WebhookAuthKind::StandardWebhooks => {
+            if w.secrets.is_empty() {
+                diags.push(at(
+                    webhook.span(),
+                    "auth = \"standard-webhooks\" needs at least one entry in `secrets`".into(),
+                ));
+                return None;
+            }
+            let mut keys = Vec::new();
+            for secret in &w.secrets {
+                let Some(value) = resolve_secret(source, secret, secrets, diags) else {
+                    continue;
+                };
+                match signing_key(&value) {
+                    Ok(key) => keys.push(key),
+                    Err(e) => diags.push(at(
+                        secret.span(),
+                        format!("signing secret from {}: {e}", secret.get_ref()),
+                    )),
+                }
+            }
+            (keys.len() == w.secrets.len()).then_some(WebhookAuth::StandardWebhooks {
+                keys,
+                tolerance: w.tolerance.0,
+            })
+        }
+    }
+}
+
+/// Decodes a Standard Webhooks secret, `whsec_` followed by base64.
+fn signing_key(secret: &SecretString) -> Result<SecretBox<Vec<u8>>, &'static str> {
+    use secrecy::ExposeSecret;
+    let encoded = secret.expose_secret();
+    let encoded = encoded.strip_prefix("whsec_").unwrap_or(encoded);
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .map_err(|_| "not a `whsec_` secret followed by base64")?;
+    if key.len() < 16 {
+        return Err("shorter than 16 bytes; generate at least 24 random bytes");
+    }
+    Ok(SecretBox::new(Box::new(key)))
+}
+
+fn load_customers(dir: &Path, diags: &mut Diagnostics) -> Vec<Customer> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) => {
+            diags.push(file_error(
+                dir,
+                format!("cannot read customers directory: {}", io_reason(&e)),
+            ));
+            return Vec::new();
+        }
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    let mut by_id: HashMap<CustomerId, PathBuf> = HashMap::new();
+    let mut customers = Vec::new();
+    for file in files {
+        let Some((customer, id_span, text)) = load_customer(&file, diags) else {
+            continue;
+        };
+        if let Some(other) = by_id.insert(customer.id.clone(), file.clone()) {
+            let source = SourceFile {
+                path: &file,
+                text: &text,
+            };
+            diags.push(source.at(
+                id_span,
+                format!(
+                    "customer id `{}` is also used by {}",
+                    customer.id,
+                    other.display()
+                ),
+            ));
+            continue;
+        }
+        customers.push(customer);
+    }
+    customers
+}
+
+fn load_customer(path: &Path, diags: &mut Diagnostics) -> Option<(Customer, Range<usize>, String)> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| {
+            diags.push(file_error(
+                path,
+                format!("cannot read customer file: {}", io_reason(&e)),
+            ))
+        })
+        .ok()?;
+    let source = SourceFile { path, text: &text };
+    let table = DeTable::parse(&text)
+        .map_err(|e| diags.push(source.from_toml(&e)))
+        .ok()?;
+    let key_spans: HashMap<String, Range<usize>> = table
+        .get_ref()
+        .iter()
+        .map(|(k, _)| (k.get_ref().to_string(), k.span()))
+        .collect();
+    let customer = Customer::deserialize(toml::de::Deserializer::from(table))
+        .map_err(|e| diags.push(source.from_toml(&e)))
+        .ok()?;
+    let problems = customer.problems();
+    for (key, message) in &problems {
+        diags.push(source.at(
+            key_spans.get(*key).cloned().unwrap_or(0..0),
+            message.clone(),
+        ));
+    }
+    let id_span = key_spans.get("id").cloned().unwrap_or(0..0);
+    problems
+        .is_empty()
+        .then(|| (customer, id_span, text.clone()))
+}
+
+use serde::Deserialize as _;
+
+/// What the CLI needs from the configuration: the daemon's address and
+/// admin token. Reads only `[daemon]`, so a CLI user needs neither the
+/// customer files nor the connectors' secrets.
+pub fn load_daemon_section(path: &Path) -> Result<Daemon, Diagnostics> {
+    let mut diags = Diagnostics::default();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        one(file_error(
+            path,
+            format!("cannot read configuration: {}", io_reason(&e)),
+        ))
+    })?;
+    let source = SourceFile { path, text: &text };
+    let mut root = DeTable::parse(&text)
+        .map_err(|e| one(source.from_toml(&e)))?
+        .into_inner();
+    let value = root.remove("daemon").unwrap_or_else(empty_table);
+    let section = section::<DaemonSection>(&source, value, &mut diags)
+        .ok_or_else(|| std::mem::take(&mut diags))?;
+    let config_dir = absolute(path.parent().unwrap_or(Path::new(".")));
+    let daemon = resolve_daemon(
+        &source,
+        &section,
+        &config_dir,
+        &SecretContext::from_env(&config_dir),
+        &mut diags,
+    );
+    if diags.is_empty() {
+        Ok(daemon)
+    } else {
+        Err(diags)
+    }
+}
+
+impl Config {
+    /// What `csmd check-config` prints: everything an operator wants to see
+    /// confirmed, and no secret.
+    pub fn summary(&self) -> String {
+        let mut out = String::new();
+        let d = &self.daemon;
+        let _ = writeln!(out, "configuration {} is valid", self.path.display());
+        let _ = writeln!(out, "  listen        {}", d.listen);
+        let _ = writeln!(out, "  data_dir      {}", d.data_dir.display());
+        let _ = writeln!(out, "  time zone     {}", d.time_zone);
+        let _ = writeln!(
+            out,
+            "  admin API     {}",
+            if d.admin_token.is_some() {
+                "enabled (bearer token set)"
+            } else {
+                "disabled (no admin_token)"
+            }
+        );
+        let transport = match &self.email.transport {
+            Transport::File { dir } => format!("file, writing .eml files to {}", dir.display()),
+            Transport::Smtp(s) => format!(
+                "smtp {}:{} ({:?}{})",
+                s.host,
+                s.port,
+                s.tls,
+                if s.credentials.is_some() {
+                    ", with AUTH"
+                } else {
+                    ""
+                }
+            )
+            .to_lowercase(),
+            Transport::Sendmail { command } => format!("sendmail via {}", command.display()),
+        };
+        let _ = writeln!(
+            out,
+            "  e-mail        from {}, {transport}, at most {}",
+            self.email.from, self.email.rate
+        );
+        let _ = writeln!(
+            out,
+            "  schedules     monthly_report \"{}\", reconciliation \"{}\", sip_digest \"{}\"",
+            self.schedules.monthly_report, self.schedules.reconciliation, self.schedules.sip_digest
+        );
+        let _ = writeln!(out, "  connectors    {}", self.connectors.len());
+        for c in &self.connectors {
+            let _ = writeln!(
+                out,
+                "    {:<16} {:<14} webhook: {}",
+                c.name.as_str(),
+                c.kind.as_str(),
+                c.webhook_auth.describe()
+            );
+        }
+        let _ = writeln!(out, "  customers     {}", self.customers.len());
+        for c in &self.customers {
+            let tz = c.time_zone.unwrap_or(d.time_zone);
+            let _ = writeln!(
+                out,
+                "    {:<16} {} ({}, {} contact(s))",
+                c.id.as_str(),
+                c.name,
+                tz,
+                c.contacts.len()
+            );
+        }
+        out
+    }
+
+    pub fn connector(&self, name: &str) -> Option<&Connector> {
+        self.connectors.iter().find(|c| c.name.as_str() == name)
+    }
+}

@@ -1,0 +1,268 @@
+//! The sections of `csmd.toml`, as operators write them. Every field's `///`
+//! line is its documentation; defaults are the named `default_*` functions.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::value::{CronExpr, HumanDuration, Rate, SecretRef, TimeZone};
+
+/// `[daemon]`: where csmd keeps its state and how it listens.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonSection {
+    /// Directory of the sled store. Relative paths are relative to the
+    /// configuration file. Default: `$STATE_DIRECTORY` (set by systemd's
+    /// `StateDirectory=`) or `/var/lib/csmd`.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Address of the one HTTP listener: webhooks, admin API, health, metrics.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Bearer token of the admin API (`/api/v1`) and so of the CLI. Without
+    /// it the admin API is switched off.
+    #[serde(default)]
+    pub admin_token: Option<Spanned<SecretRef>>,
+    /// The provider's time zone, for schedules and for customers without one.
+    #[serde(default)]
+    pub time_zone: TimeZone,
+    /// `text` for people, `json` for log shippers.
+    #[serde(default)]
+    pub log_format: LogFormat,
+    /// A tracing filter such as `info` or `csmd=debug,info`; `RUST_LOG` wins.
+    #[serde(default = "default_log_level")]
+    pub log_level: String,
+    /// Directory of the customer files (`*.toml`), relative to this file.
+    #[serde(default = "default_customers_dir")]
+    pub customers_dir: PathBuf,
+    /// Where connector profiles are looked up, first match wins: each holds
+    /// one folder per profile with its `profile.toml`.
+    #[serde(default = "default_connector_dirs")]
+    pub connector_dirs: Vec<PathBuf>,
+    /// Largest webhook body accepted, in bytes; larger ones get 413.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// How long in-flight requests may take to finish on shutdown.
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace: HumanDuration,
+}
+
+fn default_data_dir() -> PathBuf {
+    std::env::var_os("STATE_DIRECTORY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/lib/csmd"))
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8480))
+}
+
+fn default_log_level() -> String {
+    "info".into()
+}
+
+fn default_customers_dir() -> PathBuf {
+    PathBuf::from("customers")
+}
+
+fn default_connector_dirs() -> Vec<PathBuf> {
+    vec![
+        PathBuf::from("connectors"),
+        PathBuf::from("/usr/share/csmd/connectors"),
+    ]
+}
+
+fn default_max_body_bytes() -> usize {
+    1024 * 1024
+}
+
+fn default_shutdown_grace() -> HumanDuration {
+    HumanDuration::from_secs(10)
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// `[email]`: how customers' e-mail leaves csmd.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailSection {
+    /// The sender customers see, like `"Example Telecom CSM <csm@example.net>"`.
+    pub from: Spanned<String>,
+    /// `file` (write `.eml` files, the default), `smtp` or `sendmail`.
+    #[serde(default)]
+    pub transport: TransportKind,
+    /// Folder of the `file` transport. Default: `mail/` in the data directory.
+    #[serde(default)]
+    pub file_dir: Option<PathBuf>,
+    /// Path of the `sendmail` program for the `sendmail` transport.
+    #[serde(default = "default_sendmail_command")]
+    pub sendmail_command: PathBuf,
+    /// Most messages sent per period, across all customers.
+    #[serde(default = "default_send_rate")]
+    pub rate: Rate,
+    /// The SMTP server, for the `smtp` transport.
+    #[serde(default)]
+    pub smtp: Option<Spanned<SmtpSection>>,
+}
+
+fn default_sendmail_command() -> PathBuf {
+    PathBuf::from("/usr/sbin/sendmail")
+}
+
+fn default_send_rate() -> Rate {
+    const TEN: std::num::NonZeroU32 = std::num::NonZeroU32::new(10).unwrap();
+    Rate {
+        count: TEN,
+        per: std::time::Duration::from_secs(1),
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportKind {
+    #[default]
+    File,
+    Smtp,
+    Sendmail,
+}
+
+/// `[email.smtp]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpSection {
+    pub host: String,
+    /// Default: 587 for `starttls`, 465 for `tls`, 25 for `none`.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// `starttls` (required upgrade, the default), `tls` (implicit TLS) or
+    /// `none` (plain text, accepted only towards a loopback address).
+    #[serde(default)]
+    pub tls: TlsMode,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<Spanned<SecretRef>>,
+    /// Connect and command timeout.
+    #[serde(default = "default_smtp_timeout")]
+    pub timeout: HumanDuration,
+}
+
+fn default_smtp_timeout() -> HumanDuration {
+    HumanDuration::from_secs(30)
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    #[default]
+    Starttls,
+    Tls,
+    None,
+}
+
+/// `[schedules]`: cron expressions, five fields (minute hour day month
+/// weekday) in the daemon's time zone unless said otherwise.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulesSection {
+    /// The monthly service report run, in each customer's time zone.
+    #[serde(default = "default_monthly_report")]
+    pub monthly_report: CronExpr,
+    /// The full data-integrity reconciliation.
+    #[serde(default = "default_reconciliation")]
+    pub reconciliation: CronExpr,
+    /// The digest of overdue SIP actions to the CSM.
+    #[serde(default = "default_sip_digest")]
+    pub sip_digest: CronExpr,
+}
+
+impl Default for SchedulesSection {
+    fn default() -> Self {
+        SchedulesSection {
+            monthly_report: default_monthly_report(),
+            reconciliation: default_reconciliation(),
+            sip_digest: default_sip_digest(),
+        }
+    }
+}
+
+fn cron_default(expr: &str) -> CronExpr {
+    // The defaults are constants checked by a unit test.
+    expr.parse()
+        .unwrap_or_else(|e| panic!("default schedule {expr:?}: {e}"))
+}
+
+fn default_monthly_report() -> CronExpr {
+    cron_default("0 7 1 * *")
+}
+
+fn default_reconciliation() -> CronExpr {
+    cron_default("30 2 * * *")
+}
+
+fn default_sip_digest() -> CronExpr {
+    cron_default("0 8 * * Mon-Fri")
+}
+
+/// One `[[connector]]`: an upstream system csmd reads.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectorSection {
+    /// Unique name, used in `/webhooks/{name}`, metrics and logs.
+    pub name: Spanned<String>,
+    /// The profile (a folder under `connector_dirs`), like `webhook-json`.
+    pub profile: Spanned<String>,
+    /// How inbound webhooks of this connector are authenticated.
+    #[serde(default)]
+    pub webhook: Option<Spanned<WebhookSection>>,
+    /// Overrides of the profile's field mapping, `name = "source field"`.
+    #[serde(default)]
+    pub fields: Option<Spanned<toml::Table>>,
+}
+
+/// `[connector.webhook]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSection {
+    /// `bearer`, `standard-webhooks` (HMAC-SHA256 signatures) or `none`.
+    pub auth: WebhookAuthKind,
+    /// The bearer token, for `auth = "bearer"`.
+    #[serde(default)]
+    pub token: Option<Spanned<SecretRef>>,
+    /// Signing secrets (`whsec_…`), for `auth = "standard-webhooks"`. Several
+    /// are accepted at once so a key can be rotated without downtime.
+    #[serde(default)]
+    pub secrets: Vec<Spanned<SecretRef>>,
+    /// Largest accepted difference between `webhook-timestamp` and now.
+    #[serde(default = "default_tolerance")]
+    pub tolerance: HumanDuration,
+}
+
+fn default_tolerance() -> HumanDuration {
+    HumanDuration::from_secs(300)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WebhookAuthKind {
+    Bearer,
+    StandardWebhooks,
+    None,
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn default_schedules_parse() {
+        let s = super::SchedulesSection::default();
+        assert_eq!(s.monthly_report.source, "0 7 1 * *");
+    }
+}

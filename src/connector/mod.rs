@@ -1,0 +1,136 @@
+//! Connectors: how csmd reads each kind of upstream system. A connector kind
+//! is one arm of [`ConnectorKind`] and [`Parser`], one module here, and one
+//! folder under `connectors/` with its declarative `profile.toml`.
+
+pub mod webhook_json;
+
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+
+use serde::Deserialize;
+
+use crate::config::diag::{Diagnostic, SourceFile, file_error};
+use crate::config::value::io_reason;
+use crate::model::Event;
+
+/// The kinds of upstream csmd knows how to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConnectorKind {
+    /// A generic JSON webhook mapped with JSON pointers.
+    WebhookJson,
+}
+
+impl ConnectorKind {
+    pub const ALL: &'static [ConnectorKind] = &[ConnectorKind::WebhookJson];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectorKind::WebhookJson => "webhook-json",
+        }
+    }
+}
+
+impl FromStr for ConnectorKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        ConnectorKind::ALL
+            .iter()
+            .copied()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| {
+                let known: Vec<_> = ConnectorKind::ALL.iter().map(|k| k.as_str()).collect();
+                format!(
+                    "unknown connector kind {s:?}; known kinds: {}",
+                    known.join(", ")
+                )
+            })
+    }
+}
+
+impl fmt::Display for ConnectorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A loaded profile, before the connector's own overrides.
+#[derive(Debug, Clone)]
+pub enum Profile {
+    WebhookJson(webhook_json::Profile),
+}
+
+/// A connector's parser for inbound webhook bodies: the profile with the
+/// connector's overrides applied.
+#[derive(Debug, Clone)]
+pub enum Parser {
+    WebhookJson(webhook_json::Mapping),
+}
+
+/// Why a webhook body was refused. The message is shown to the sender.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ParseError(pub String);
+
+impl Profile {
+    /// Reads `<dir>/profile.toml`.
+    pub fn load(dir: &Path) -> Result<Profile, Vec<Diagnostic>> {
+        let path = dir.join("profile.toml");
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            vec![file_error(
+                &path,
+                format!("cannot read profile: {}", io_reason(&e)),
+            )]
+        })?;
+        let source = SourceFile {
+            path: &path,
+            text: &text,
+        };
+        #[derive(Deserialize)]
+        struct Head {
+            kind: toml::Spanned<String>,
+        }
+        let head: Head = toml::from_str(&text).map_err(|e| vec![source.from_toml(&e)])?;
+        let kind: ConnectorKind = head
+            .kind
+            .get_ref()
+            .parse()
+            .map_err(|e| vec![source.at(head.kind.span(), e)])?;
+        match kind {
+            ConnectorKind::WebhookJson => toml::from_str(&text)
+                .map(Profile::WebhookJson)
+                .map_err(|e| vec![source.from_toml(&e)]),
+        }
+    }
+
+    pub fn kind(&self) -> ConnectorKind {
+        match self {
+            Profile::WebhookJson(_) => ConnectorKind::WebhookJson,
+        }
+    }
+
+    pub fn description(&self) -> &str {
+        match self {
+            Profile::WebhookJson(p) => &p.description,
+        }
+    }
+
+    /// Applies a connector's `[connector.fields]` overrides; errors are
+    /// messages about the overrides.
+    pub fn parser(&self, overrides: &toml::Table) -> Result<Parser, Vec<String>> {
+        match self {
+            Profile::WebhookJson(p) => p.mapping(overrides).map(Parser::WebhookJson),
+        }
+    }
+}
+
+impl Parser {
+    /// Parses one webhook body into events, or says what is wrong with it.
+    pub fn parse(&self, body: &[u8]) -> Result<Vec<Event>, ParseError> {
+        match self {
+            Parser::WebhookJson(mapping) => mapping.parse(body),
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! The one HTTP listener: health, metrics, inbound webhooks and the admin
+//! API behind the CLI.
+
+mod admin;
+pub mod auth;
+mod webhook;
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::store::Store;
+use crate::store::journal::Journal;
+
+/// What every handler shares.
+pub struct AppState {
+    /// Swapped whole on reload (SIGHUP).
+    pub config: ArcSwap<Config>,
+    pub store: Store,
+    pub journal: Journal,
+    pub metrics: Arc<Metrics>,
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/webhooks/{connector}", post(webhook::receive))
+        .nest("/api/v1", admin::router(state.clone()))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// An error answered as `{"error": "..."}` with a status.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response =
+            (self.status, axum::Json(json!({ "error": self.message }))).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+        }
+        response
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        tracing::error!(error = %e, "Store read failed");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("store unavailable: {e}"),
+        )
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "no such endpoint")
+}
+
+async fn healthz() -> impl IntoResponse {
+    axum::Json(json!({ "status": "alive" }))
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    let config = state.config.load();
+    let store_ok = state.journal.is_healthy();
+    let body = json!({
+        "status": if store_ok { "ready" } else { "not ready" },
+        "store": if store_ok { "ok" } else { "failing writes" },
+        "config": config.path.display().to_string(),
+        "connectors": config.connectors.iter().map(|c| json!({
+            "name": c.name,
+            "kind": c.kind,
+        })).collect::<Vec<_>>(),
+        "customers": config.customers.len(),
+    });
+    let status = if store_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body))
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+}

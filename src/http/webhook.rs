@@ -1,0 +1,117 @@
+//! `POST /webhooks/{connector}`: authenticate, parse with the connector's
+//! profile, append to the journal, and answer 2xx only once it is durable.
+//!
+//! Status codes follow what senders do with them (Alertmanager retries 5xx
+//! and drops everything else): 4xx for input that will never be valid, 503
+//! when we cannot store it right now.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use serde_json::{Value, json};
+
+use super::auth::verify_webhook;
+use super::{ApiError, AppState};
+use crate::store::journal::{Append, AppendError, Appended};
+
+pub async fn receive(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let config = state.config.load_full();
+    let Some(connector) = config.connector(&name) else {
+        state.metrics.reject("", "unknown_connector");
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no connector named {name:?}"),
+        ));
+    };
+    let reject = |status: StatusCode, reason: &str, message: String| {
+        tracing::info!(connector = %connector.name, reason, %message, "Webhook rejected");
+        state.metrics.reject(connector.name.as_str(), reason);
+        ApiError::new(status, message)
+    };
+
+    let body = read_body(&headers, body, config.daemon.max_body_bytes)
+        .await
+        .map_err(|(status, reason, message)| reject(status, reason, message))?;
+    let now = chrono::Utc::now().timestamp();
+    let delivery_id = verify_webhook(&connector.webhook_auth, &headers, &body, now)
+        .map_err(|f| reject(StatusCode::UNAUTHORIZED, f.reason, f.message))?;
+    let events = connector
+        .parser
+        .parse(&body)
+        .map_err(|e| reject(StatusCode::BAD_REQUEST, "malformed", e.0))?;
+
+    let append = Append {
+        connector: connector.name.clone(),
+        delivery_id: delivery_id.clone(),
+        events,
+    };
+    match state.journal.append(append).await {
+        Ok(Appended::Stored { first_seq, count }) => {
+            tracing::debug!(connector = %connector.name, first_seq, count, "Webhook stored");
+            Ok((
+                StatusCode::OK,
+                Json(json!({ "stored": count, "first_seq": first_seq })),
+            ))
+        }
+        Ok(Appended::Replayed {
+            first_seq,
+            received_at,
+        }) => Err(reject(
+            StatusCode::CONFLICT,
+            "replayed",
+            format!(
+                "webhook-id {:?} was already received at {} and stored as event {first_seq}; it is not stored again",
+                delivery_id.unwrap_or_default(),
+                received_at.to_rfc3339()
+            ),
+        )),
+        Err(e @ AppendError::Closed) | Err(e @ AppendError::Store(_)) => Err(reject(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            format!("{e}; retry later"),
+        )),
+    }
+}
+
+/// Reads the body up to `limit` bytes; a larger one is refused with 413
+/// before it is read whole when it declares its length.
+async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<Bytes, (StatusCode, &'static str, String)> {
+    let too_large = || {
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("body is larger than the {limit} bytes accepted"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let source = std::error::Error::source(&e);
+        if source.is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) {
+            too_large()
+        } else {
+            (
+                StatusCode::BAD_REQUEST,
+                "unreadable",
+                format!("cannot read the request body: {e}"),
+            )
+        }
+    })
+}

@@ -1,0 +1,103 @@
+//! The `csmd` binary: a thin clap front over the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use csmd::cli::{self, Client, ClientArgs};
+use csmd::config;
+
+#[derive(Parser)]
+#[command(
+    name = "csmd",
+    version,
+    about = "The customer service management daemon"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon.
+    Run {
+        #[arg(long, env = "CSMD_CONFIG", default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Load and check the configuration, customer files and connector
+    /// profiles; print a summary, or every error and exit 1.
+    CheckConfig {
+        #[arg(long, env = "CSMD_CONFIG", default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Customers known to the running daemon.
+    Customers {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: cli::CustomersCommand,
+    },
+    /// Inbound events stored in the daemon's journal.
+    Events {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        args: cli::EventsArgs,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // reqwest and lettre share rustls; pick its crypto once for the process.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    match cli.command {
+        Command::CheckConfig { config } => check_config(&config),
+        Command::Run { config } => block_on(csmd::app::run(&config)),
+        Command::Customers { client, command } => {
+            block_on(async move { cli::customers(&Client::new(&client)?, command).await })
+        }
+        Command::Events { client, args } => {
+            block_on(async move { cli::events(&Client::new(&client)?, args).await })
+        }
+    }
+}
+
+fn check_config(path: &std::path::Path) -> ExitCode {
+    match config::load(path) {
+        Ok(config) => {
+            print!("{}", config.summary());
+            ExitCode::SUCCESS
+        }
+        Err(diagnostics) => {
+            for d in &diagnostics.0 {
+                eprintln!("{d}");
+            }
+            eprintln!(
+                "{} error(s); the configuration was not accepted",
+                diagnostics.0.len()
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn block_on(work: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("csmd: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(work) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("csmd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! Prometheus metrics. One registry for the process; every log line that
+//! counts something has a counter here beside it.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectorLabels {
+    pub connector: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectionLabels {
+    pub connector: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    /// Events durably stored, per connector.
+    pub events_ingested: Family<ConnectorLabels, Counter>,
+    /// Webhook requests refused, per connector and reason.
+    pub webhook_rejections: Family<RejectionLabels, Counter>,
+    /// Time of one store flush (one group commit).
+    pub store_flush_seconds: Histogram,
+    /// Appends made durable by one flush.
+    pub journal_group_size: Histogram,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("csmd");
+        let events_ingested = Family::<ConnectorLabels, Counter>::default();
+        registry.register(
+            "events_ingested",
+            "Events durably stored in the journal",
+            events_ingested.clone(),
+        );
+        let webhook_rejections = Family::<RejectionLabels, Counter>::default();
+        registry.register(
+            "webhook_rejections",
+            "Webhook requests refused, by reason",
+            webhook_rejections.clone(),
+        );
+        let store_flush_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
+        registry.register(
+            "store_flush_seconds",
+            "Duration of one store flush (group commit)",
+            store_flush_seconds.clone(),
+        );
+        let journal_group_size = Histogram::new(exponential_buckets(1.0, 2.0, 12));
+        registry.register(
+            "journal_group_size",
+            "Appends made durable by one flush",
+            journal_group_size.clone(),
+        );
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").into(),
+            })
+            .set(1);
+        registry.register("build_info", "csmd build information", build_info);
+        Metrics {
+            registry,
+            events_ingested,
+            webhook_rejections,
+            store_flush_seconds,
+            journal_group_size,
+        }
+    }
+
+    pub fn reject(&self, connector: &str, reason: &str) {
+        self.webhook_rejections
+            .get_or_create(&RejectionLabels {
+                connector: connector.into(),
+                reason: reason.into(),
+            })
+            .inc();
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

@@ -1,0 +1,8 @@
+//! Typed domain records. Everything that enters csmd is parsed into these
+//! at the edge; the engine never handles raw upstream JSON.
+
+mod event;
+mod ids;
+
+pub use event::{AlertEvent, AlertStatus, Event, JournalEntry};
+pub use ids::{ConnectorName, CustomerId, IdError};

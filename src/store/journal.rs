@@ -1,0 +1,292 @@
+//! The durable ingest journal. Sources append events; an append is answered
+//! only after sled has flushed it to disk, so a 2xx to a sender means the
+//! event survives `kill -9`.
+//!
+//! One committer thread owns all writes to the journal: it takes every
+//! append waiting in its queue, writes them in one transaction, flushes
+//! once, then answers them all (group commit). Under load the queue fills
+//! while a flush runs, so groups grow and one fsync serves many events.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Store, StoreError};
+use crate::metrics::{ConnectorLabels, Metrics};
+use crate::model::{ConnectorName, Event, JournalEntry};
+
+/// Most appends in one group; bounds the latency of the group's last one.
+const MAX_GROUP: usize = 1024;
+/// Appends waiting beyond this make senders wait (backpressure).
+const QUEUE_DEPTH: usize = 8192;
+/// How often delivery ids older than the retention are swept.
+const SWEEP_EVERY: Duration = Duration::from_secs(600);
+
+/// Events of one inbound delivery.
+#[derive(Debug)]
+pub struct Append {
+    pub connector: ConnectorName,
+    /// The sender's delivery id; a second delivery with the same id for the
+    /// same connector is not stored again.
+    pub delivery_id: Option<String>,
+    pub events: Vec<Event>,
+}
+
+/// What an append did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Appended {
+    /// Stored durably under these journal sequence numbers.
+    Stored { first_seq: u64, count: usize },
+    /// The delivery id was seen before; nothing was stored.
+    Replayed {
+        first_seq: u64,
+        received_at: DateTime<Utc>,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    #[error("the store is shutting down")]
+    Closed,
+    #[error("the store could not make the event durable: {0}")]
+    Store(String),
+}
+
+/// What the deliveries tree remembers of a delivery id.
+#[derive(Serialize, Deserialize)]
+struct DeliveryRecord {
+    first_seq: u64,
+    received_at: DateTime<Utc>,
+}
+
+struct Request {
+    append: Append,
+    reply: oneshot::Sender<Result<Appended, AppendError>>,
+}
+
+/// The sending side of the journal; cheap to clone.
+#[derive(Clone)]
+pub struct Journal {
+    queue: mpsc::Sender<Request>,
+    healthy: Arc<AtomicBool>,
+}
+
+impl Journal {
+    /// Starts the committer thread. It stops, after a last flush, when every
+    /// [`Journal`] handle has been dropped; join the returned handle to wait.
+    pub fn start(
+        store: &Store,
+        metrics: Arc<Metrics>,
+        delivery_retention: Duration,
+    ) -> Result<(Journal, std::thread::JoinHandle<()>), StoreError> {
+        let (queue, requests) = mpsc::channel(QUEUE_DEPTH);
+        let healthy = Arc::new(AtomicBool::new(true));
+        let next_seq = match store.journal.raw().last()? {
+            Some((key, _)) => {
+                <[u8; 8]>::try_from(key.as_ref())
+                    .map(u64::from_be_bytes)
+                    .unwrap_or(0)
+                    + 1
+            }
+            None => 1,
+        };
+        let committer = Committer {
+            store: store.clone(),
+            metrics,
+            healthy: healthy.clone(),
+            next_seq,
+            delivery_retention,
+            last_sweep: Instant::now(),
+        };
+        let handle = std::thread::Builder::new()
+            .name("csmd-journal".into())
+            .spawn(move || committer.run(requests))
+            .map_err(|e| {
+                StoreError::Transaction(format!("cannot start the journal thread: {e}"))
+            })?;
+        Ok((Journal { queue, healthy }, handle))
+    }
+
+    /// Appends one delivery's events and waits until they are durable.
+    pub async fn append(&self, append: Append) -> Result<Appended, AppendError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Request { append, reply })
+            .await
+            .map_err(|_| AppendError::Closed)?;
+        answer.await.map_err(|_| AppendError::Closed)?
+    }
+
+    /// False after a failed write or flush, until one succeeds again.
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+}
+
+struct Committer {
+    store: Store,
+    metrics: Arc<Metrics>,
+    healthy: Arc<AtomicBool>,
+    next_seq: u64,
+    delivery_retention: Duration,
+    last_sweep: Instant,
+}
+
+impl Committer {
+    fn run(mut self, mut requests: mpsc::Receiver<Request>) {
+        let mut group = Vec::with_capacity(MAX_GROUP);
+        while let Some(first) = requests.blocking_recv() {
+            group.push(first);
+            while group.len() < MAX_GROUP {
+                match requests.try_recv() {
+                    Ok(request) => group.push(request),
+                    Err(_) => break,
+                }
+            }
+            self.commit(&mut group);
+            if self.last_sweep.elapsed() >= SWEEP_EVERY {
+                self.sweep_deliveries();
+            }
+        }
+        if let Err(e) = self.store.flush() {
+            tracing::error!(error = %e, "Final journal flush failed");
+        }
+        tracing::debug!("Journal committer stopped");
+    }
+
+    fn commit(&mut self, group: &mut Vec<Request>) {
+        let received_at = Utc::now();
+        let result = self.write(group, received_at).and_then(|outcomes| {
+            let started = Instant::now();
+            self.store.flush()?;
+            self.metrics
+                .store_flush_seconds
+                .observe(started.elapsed().as_secs_f64());
+            Ok(outcomes)
+        });
+        self.metrics.journal_group_size.observe(group.len() as f64);
+        match result {
+            Ok(outcomes) => {
+                self.healthy.store(true, Ordering::Relaxed);
+                for (request, outcome) in group.drain(..).zip(outcomes) {
+                    if let Appended::Stored { count, .. } = outcome {
+                        self.metrics
+                            .events_ingested
+                            .get_or_create(&ConnectorLabels {
+                                connector: request.append.connector.to_string(),
+                            })
+                            .inc_by(count as u64);
+                    }
+                    // The sender may have gone away (client hung up): the
+                    // event is stored all the same.
+                    let _ = request.reply.send(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                self.healthy.store(false, Ordering::Relaxed);
+                tracing::error!(error = %e, appends = group.len(), "Journal write failed");
+                for request in group.drain(..) {
+                    let _ = request.reply.send(Err(AppendError::Store(e.to_string())));
+                }
+            }
+        }
+    }
+
+    /// Writes the group in one transaction; returns one outcome per request.
+    fn write(
+        &mut self,
+        group: &[Request],
+        received_at: DateTime<Utc>,
+    ) -> Result<Vec<Appended>, StoreError> {
+        let journal = self.store.journal.raw();
+        let deliveries = &self.store.deliveries;
+        let start_seq = self.next_seq;
+        let (outcomes, next_seq) = (journal, deliveries)
+            .transaction(|(journal, deliveries)| {
+                let mut seq = start_seq;
+                let mut outcomes = Vec::with_capacity(group.len());
+                for Request { append, .. } in group {
+                    if let Some(id) = &append.delivery_id {
+                        let key = delivery_key(&append.connector, id);
+                        if let Some(seen) = deliveries.get(&key)? {
+                            let seen: DeliveryRecord = serde_json::from_slice(&seen)
+                                .map_err(|e| ConflictableTransactionError::Abort(e.to_string()))?;
+                            outcomes.push(Appended::Replayed {
+                                first_seq: seen.first_seq,
+                                received_at: seen.received_at,
+                            });
+                            continue;
+                        }
+                        let record = DeliveryRecord {
+                            first_seq: seq,
+                            received_at,
+                        };
+                        let bytes = serde_json::to_vec(&record)
+                            .map_err(|e| ConflictableTransactionError::Abort(e.to_string()))?;
+                        deliveries.insert(key, bytes)?;
+                    }
+                    let first_seq = seq;
+                    for event in &append.events {
+                        let entry = JournalEntry {
+                            seq,
+                            connector: append.connector.clone(),
+                            received_at,
+                            delivery_id: append.delivery_id.clone(),
+                            event: event.clone(),
+                        };
+                        let bytes = serde_json::to_vec(&entry)
+                            .map_err(|e| ConflictableTransactionError::Abort(e.to_string()))?;
+                        journal.insert(&seq.to_be_bytes(), bytes)?;
+                        seq += 1;
+                    }
+                    outcomes.push(Appended::Stored {
+                        first_seq,
+                        count: append.events.len(),
+                    });
+                }
+                Ok((outcomes, seq))
+            })
+            .map_err(|e| match e {
+                TransactionError::Abort(message) => StoreError::Transaction(message),
+                TransactionError::Storage(e) => StoreError::Io(e),
+            })?;
+        self.next_seq = next_seq;
+        Ok(outcomes)
+    }
+
+    /// Forgets delivery ids older than the retention; by then a replay is
+    /// refused on its timestamp anyway.
+    fn sweep_deliveries(&mut self) {
+        self.last_sweep = Instant::now();
+        let cutoff = Utc::now() - self.delivery_retention;
+        let mut batch = sled::Batch::default();
+        let mut removed = 0usize;
+        for item in self.store.deliveries.iter() {
+            let Ok((key, value)) = item else { continue };
+            let old = serde_json::from_slice::<DeliveryRecord>(&value)
+                .map_or(true, |r| r.received_at < cutoff);
+            if old {
+                batch.remove(key);
+                removed += 1;
+            }
+        }
+        match self.store.deliveries.apply_batch(batch) {
+            Ok(()) => tracing::debug!(removed, "Swept old delivery ids"),
+            Err(e) => tracing::warn!(error = %e, "Sweeping old delivery ids failed"),
+        }
+    }
+}
+
+fn delivery_key(connector: &ConnectorName, id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(connector.as_str().len() + 1 + id.len());
+    key.extend_from_slice(connector.as_str().as_bytes());
+    key.push(0);
+    key.extend_from_slice(id.as_bytes());
+    key
+}

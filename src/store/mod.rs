@@ -1,0 +1,202 @@
+//! The store: the only code that touches sled. It owns the trees and their
+//! key encodings, checks the schema version at open, and hands out the
+//! ingest [`journal`].
+
+pub mod journal;
+mod typed;
+
+use std::path::{Path, PathBuf};
+
+use crate::config::Customer;
+use crate::model::{CustomerId, JournalEntry};
+pub use typed::TypedTree;
+
+/// Bumped whenever a tree's key or value encoding changes incompatibly.
+pub const SCHEMA_VERSION: u32 = 1;
+
+const SCHEMA_KEY: &[u8] = b"schema_version";
+
+/// Every tree of the store. Trees without accessors yet are opened so the
+/// on-disk layout is complete from the first version.
+const TREE_NAMES: &[&str] = &[
+    "meta",
+    "journal",
+    "deliveries",
+    "customers",
+    "install_base",
+    "incidents",
+    "changes",
+    "alerts",
+    "sip",
+    "integrity",
+    "outbox",
+    "cursors",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the store in {path}: {source}")]
+    Open { path: PathBuf, source: sled::Error },
+    #[error("the store in {path} is in use by another process (is csmd already running?)")]
+    Locked { path: PathBuf },
+    #[error(
+        "the store in {path} has schema version {found}, this csmd reads version {expected}; \
+         migrate it with `csmd store export` from the matching csmd and `csmd store import`"
+    )]
+    Schema {
+        path: PathBuf,
+        found: u32,
+        expected: u32,
+    },
+    #[error("store I/O failed: {0}")]
+    Io(#[from] sled::Error),
+    #[error("store transaction failed: {0}")]
+    Transaction(String),
+    #[error("record {key} in tree {tree} cannot be decoded: {source}")]
+    Decode {
+        tree: &'static str,
+        key: String,
+        source: serde_json::Error,
+    },
+    #[error("record for tree {tree} cannot be encoded: {source}")]
+    Encode {
+        tree: &'static str,
+        source: serde_json::Error,
+    },
+}
+
+/// The open store. Cheap to clone: sled handles are reference counted.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    path: PathBuf,
+    customers: TypedTree<Customer>,
+    journal: TypedTree<JournalEntry>,
+    deliveries: sled::Tree,
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir` and checks its schema version.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let path = dir.to_path_buf();
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(64 * 1024 * 1024)
+            .flush_every_ms(Some(1000))
+            .open()
+            .map_err(|source| match &source {
+                sled::Error::Io(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.to_string().contains("lock") =>
+                {
+                    StoreError::Locked { path: path.clone() }
+                }
+                _ => StoreError::Open {
+                    path: path.clone(),
+                    source,
+                },
+            })?;
+        let mut trees = Vec::new();
+        for name in TREE_NAMES {
+            trees.push(db.open_tree(name)?);
+        }
+        check_schema(&db, &trees[0], &path)?;
+        Ok(Store {
+            customers: TypedTree::new("customers", db.open_tree("customers")?),
+            journal: TypedTree::new("journal", db.open_tree("journal")?),
+            deliveries: db.open_tree("deliveries")?,
+            db,
+            path,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Makes everything written so far durable.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Replaces the stored customers with the configured ones, in one batch.
+    pub fn sync_customers(&self, customers: &[Customer]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        let keep: std::collections::HashSet<&str> =
+            customers.iter().map(|c| c.id.as_str()).collect();
+        for key in self.customers.keys() {
+            let key = key?;
+            if !keep.contains(std::str::from_utf8(&key).unwrap_or_default()) {
+                batch.remove(key);
+            }
+        }
+        for customer in customers {
+            batch.insert(
+                customer.id.as_str().as_bytes(),
+                self.customers.encode(customer)?,
+            );
+        }
+        self.customers.apply_batch(batch)
+    }
+
+    pub fn customers(&self) -> Result<Vec<Customer>, StoreError> {
+        self.customers.values().collect()
+    }
+
+    pub fn customer(&self, id: &CustomerId) -> Result<Option<Customer>, StoreError> {
+        self.customers.get(id.as_str().as_bytes())
+    }
+
+    /// Journal entries after `after` (exclusive), oldest first.
+    pub fn journal_after(
+        &self,
+        after: u64,
+        limit: usize,
+        mut keep: impl FnMut(&JournalEntry) -> bool,
+    ) -> Result<Vec<JournalEntry>, StoreError> {
+        let start = after.saturating_add(1).to_be_bytes();
+        let mut out = Vec::new();
+        for entry in self.journal.values_from(&start) {
+            let entry = entry?;
+            if keep(&entry) {
+                out.push(entry);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn journal_entry(&self, seq: u64) -> Result<Option<JournalEntry>, StoreError> {
+        self.journal.get(&seq.to_be_bytes())
+    }
+
+    /// Number of entries in the journal.
+    pub fn journal_len(&self) -> usize {
+        self.journal.len()
+    }
+}
+
+fn check_schema(db: &sled::Db, meta: &sled::Tree, path: &Path) -> Result<(), StoreError> {
+    match meta.get(SCHEMA_KEY)? {
+        Some(bytes) => {
+            let found = <[u8; 4]>::try_from(bytes.as_ref())
+                .map(u32::from_be_bytes)
+                .unwrap_or(0);
+            if found != SCHEMA_VERSION {
+                return Err(StoreError::Schema {
+                    path: path.to_path_buf(),
+                    found,
+                    expected: SCHEMA_VERSION,
+                });
+            }
+        }
+        None => {
+            meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
+            db.flush()?;
+        }
+    }
+    Ok(())
+}
