@@ -151,27 +151,36 @@ pub struct InstallBaseEntry {
     pub service: Option<String>,
 }
 
+/// One step of the path to a value in a customer file: a key, or one entry
+/// of an array of tables such as the second `[[contact]]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathStep {
+    Key(&'static str),
+    Entry(usize),
+}
+
 impl Customer {
     /// Problems a customer file can parse with and still be wrong, as
-    /// (field path, message).
-    pub fn problems(&self) -> Vec<(&'static str, String)> {
+    /// (path to the value, message).
+    pub fn problems(&self) -> Vec<(Vec<PathStep>, String)> {
+        use PathStep::{Entry, Key};
         let mut problems = Vec::new();
         if self.name.trim().is_empty() {
-            problems.push(("name", "name must not be empty".to_string()));
+            problems.push((vec![Key("name")], "name must not be empty".to_string()));
         }
         if !(0.0..=100.0).contains(&self.contract.availability_target) {
             problems.push((
-                "contract",
+                vec![Key("contract"), Key("availability_target")],
                 format!(
                     "availability_target {} is not a percentage",
                     self.contract.availability_target
                 ),
             ));
         }
-        for contact in &self.contacts {
+        for (i, contact) in self.contacts.iter().enumerate() {
             if let Err(e) = contact.email.parse::<lettre::Address>() {
                 problems.push((
-                    "contact",
+                    vec![Key("contact"), Entry(i), Key("email")],
                     format!(
                         "contact {:?}: invalid e-mail address {:?}: {e}",
                         contact.name, contact.email
@@ -180,15 +189,15 @@ impl Customer {
             }
             if contact.name.contains(['\r', '\n']) {
                 problems.push((
-                    "contact",
+                    vec![Key("contact"), Entry(i), Key("name")],
                     format!("contact name {:?} contains a line break", contact.name),
                 ));
             }
         }
-        for entry in &self.install_base {
+        for (i, entry) in self.install_base.iter().enumerate() {
             if entry.ci.is_none() && entry.service.is_none() {
                 problems.push((
-                    "install_base",
+                    vec![Key("install_base"), Entry(i)],
                     "an [[install_base]] entry needs `ci` or `service`".to_string(),
                 ));
             }

@@ -25,6 +25,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 pub use customer::Customer;
+use customer::PathStep;
 pub use diag::{Diagnostic, Diagnostics};
 pub use sections::{
     ConnectorSection, DaemonSection, EmailSection, LogFormat, SchedulesSection, SmtpSection,
@@ -139,13 +140,26 @@ pub fn load(path: &Path) -> Result<Config, Diagnostics> {
     let secrets = SecretContext::from_env(&config_dir);
 
     let mut daemon = None;
+    // Whether connectors and customer files can be checked: not when
+    // `[daemon]` has an error in the keys they depend on.
+    let mut daemon_usable = true;
+    let mut email_present = false;
     let mut email = None;
     let mut schedules = None;
     let mut connector_sections = Vec::new();
     for (key, value) in root.into_inner() {
         match key.get_ref().as_ref() {
-            "daemon" => daemon = section::<DaemonSection>(&source, value, &mut diags),
-            "email" => email = section::<EmailSection>(&source, value, &mut diags),
+            "daemon" => {
+                daemon = section::<DaemonSection>(&source, value.clone(), &mut diags);
+                if daemon.is_none() {
+                    daemon = daemon_fallback(value);
+                    daemon_usable = daemon.is_some();
+                }
+            }
+            "email" => {
+                email_present = true;
+                email = section::<EmailSection>(&source, value, &mut diags);
+            }
             "schedules" => schedules = section::<SchedulesSection>(&source, value, &mut diags),
             "connector" => connector_sections = connector_entries(&source, value, &mut diags),
             other => diags.push(source.at(
@@ -163,6 +177,8 @@ pub fn load(path: &Path) -> Result<Config, Diagnostics> {
     let daemon = resolve_daemon(&source, &daemon_section, &config_dir, &secrets, &mut diags);
     let email = match email {
         Some(section) => resolve_email(&source, &section, &daemon.data_dir, &secrets, &mut diags),
+        // Its error is already reported.
+        None if email_present => None,
         None => {
             diags.push(file_error(
                 path,
@@ -171,19 +187,21 @@ pub fn load(path: &Path) -> Result<Config, Diagnostics> {
             None
         }
     };
-    let connectors = resolve_connectors(
-        &source,
-        &connector_sections,
-        &daemon_section,
-        &daemon,
-        &config_dir,
-        &secrets,
-        &mut diags,
-    );
-    let customers = load_customers(
-        &absolute(&config_dir.join(&daemon_section.customers_dir)),
-        &mut diags,
-    );
+    let (connectors, customers) = if daemon_usable {
+        let connectors = resolve_connectors(
+            &source,
+            &connector_sections,
+            &daemon_section,
+            &daemon,
+            &config_dir,
+            &secrets,
+            &mut diags,
+        );
+        let customers_dir = absolute(&config_dir.join(&daemon_section.customers_dir));
+        (connectors, load_customers(&customers_dir, &mut diags))
+    } else {
+        (Vec::new(), Vec::new())
+    };
 
     match email {
         Some(email) if diags.is_empty() => Ok(Config {
@@ -218,6 +236,26 @@ fn absolute(path: &Path) -> PathBuf {
         }
     }
     clean
+}
+
+/// When `[daemon]` has an error: its defaults, with the keys connectors and
+/// customer files are checked against (`listen`, `customers_dir`,
+/// `connector_dirs`) read on their own, so one mistake in `[daemon]` neither
+/// hides problems elsewhere nor invents some (a profile "not found" in the
+/// default folders). `None` when one of those keys is itself the mistake.
+fn daemon_fallback(value: Spanned<DeValue>) -> Option<DaemonSection> {
+    #[derive(serde::Deserialize)]
+    struct Locations {
+        listen: Option<SocketAddr>,
+        customers_dir: Option<PathBuf>,
+        connector_dirs: Option<Vec<PathBuf>>,
+    }
+    let found = Locations::deserialize(ValueDeserializer::from(value)).ok()?;
+    let mut fallback = DaemonSection::deserialize(ValueDeserializer::from(empty_table())).ok()?;
+    fallback.listen = found.listen.unwrap_or(fallback.listen);
+    fallback.customers_dir = found.customers_dir.unwrap_or(fallback.customers_dir);
+    fallback.connector_dirs = found.connector_dirs.unwrap_or(fallback.connector_dirs);
+    Some(fallback)
 }
 
 fn empty_table<'a>() -> Spanned<DeValue<'a>> {
@@ -276,13 +314,11 @@ fn resolve_daemon(
     secrets: &SecretContext,
     diags: &mut Diagnostics,
 ) -> Daemon {
-    if let Err(e) = section.log_level.parse::<tracing_subscriber::EnvFilter>() {
-        diags.push(file_error(
-            source.path,
-            format!(
-                "[daemon] log_level {:?} is not a tracing filter: {e}",
-                section.log_level
-            ),
+    let log_level = section.log_level.get_ref();
+    if let Err(e) = log_level.parse::<tracing_subscriber::EnvFilter>() {
+        diags.push(source.at(
+            section.log_level.span(),
+            format!("log_level {log_level:?} is not a tracing filter: {e}"),
         ));
     }
     Daemon {
@@ -294,7 +330,7 @@ fn resolve_daemon(
             .and_then(|s| resolve_secret(source, s, secrets, diags)),
         time_zone: section.time_zone,
         log_format: section.log_format,
-        log_level: section.log_level.clone(),
+        log_level: log_level.clone(),
         max_body_bytes: section.max_body_bytes,
         shutdown_grace: section.shutdown_grace.0,
     }
@@ -446,18 +482,27 @@ fn resolve_connectors(
                 continue;
             }
         };
-        let empty = toml::Table::new();
-        let overrides = section.fields.as_ref().map_or(&empty, |f| f.get_ref());
-        let parser = match profile.parser(overrides) {
+        let overrides: toml::Table = section.fields.as_ref().map_or_else(Default::default, |f| {
+            f.get_ref()
+                .iter()
+                .map(|(k, v)| (k.get_ref().clone(), v.clone()))
+                .collect()
+        });
+        let parser = match profile.parser(&overrides) {
             Ok(p) => p,
             Err(errors) => {
-                let span = section
-                    .fields
-                    .as_ref()
-                    .map_or(section.profile.span(), |f| f.span());
-                errors
-                    .into_iter()
-                    .for_each(|e| diags.push(source.at(span.clone(), e)));
+                for e in errors {
+                    let key = section.fields.as_ref().and_then(|f| {
+                        let field = e.field.as_deref()?;
+                        f.get_ref().keys().find(|k| k.get_ref() == field)
+                    });
+                    let span = match (key, &section.fields) {
+                        (Some(key), _) => key.span(),
+                        (None, Some(fields)) => fields.span(),
+                        (None, None) => section.profile.span(),
+                    };
+                    diags.push(source.at(span, e.message));
+                }
                 continue;
             }
         };
@@ -609,25 +654,34 @@ fn load_customer(path: &Path, diags: &mut Diagnostics) -> Option<(Customer, Rang
     let table = DeTable::parse(&text)
         .map_err(|e| diags.push(source.from_toml(&e)))
         .ok()?;
-    let key_spans: HashMap<String, Range<usize>> = table
-        .get_ref()
-        .iter()
-        .map(|(k, _)| (k.get_ref().to_string(), k.span()))
-        .collect();
+    let root = Spanned::new(table.span(), DeValue::Table(table.get_ref().clone()));
     let customer = Customer::deserialize(toml::de::Deserializer::from(table))
         .map_err(|e| diags.push(source.from_toml(&e)))
         .ok()?;
     let problems = customer.problems();
-    for (key, message) in &problems {
-        diags.push(source.at(
-            key_spans.get(*key).cloned().unwrap_or(0..0),
-            message.clone(),
-        ));
+    for (path, message) in &problems {
+        diags.push(source.at(span_at(&root, path), message.clone()));
     }
-    let id_span = key_spans.get("id").cloned().unwrap_or(0..0);
+    let id_span = span_at(&root, &[PathStep::Key("id")]);
     problems
         .is_empty()
         .then(|| (customer, id_span, text.clone()))
+}
+
+/// The span of the value at `path`, or of the deepest part of it present.
+fn span_at(root: &Spanned<DeValue>, path: &[PathStep]) -> Range<usize> {
+    let mut at = root;
+    for step in path {
+        let next = match *step {
+            PathStep::Key(key) => at.get_ref().get(key),
+            PathStep::Entry(i) => at.get_ref().get(i),
+        };
+        match next {
+            Some(value) => at = value,
+            None => break,
+        }
+    }
+    at.span()
 }
 
 use serde::Deserialize as _;

@@ -1,6 +1,7 @@
 //! The sections of `csmd.toml`, as operators write them. Every field's `///`
 //! line is its documentation; defaults are the named `default_*` functions.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -33,7 +34,7 @@ pub struct DaemonSection {
     pub log_format: LogFormat,
     /// A tracing filter such as `info` or `csmd=debug,info`; `RUST_LOG` wins.
     #[serde(default = "default_log_level")]
-    pub log_level: String,
+    pub log_level: Spanned<String>,
     /// Directory of the customer files (`*.toml`), relative to this file.
     #[serde(default = "default_customers_dir")]
     pub customers_dir: PathBuf,
@@ -59,8 +60,8 @@ fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8480))
 }
 
-fn default_log_level() -> String {
-    "info".into()
+fn default_log_level() -> Spanned<String> {
+    Spanned::new(0..0, "info".into())
 }
 
 fn default_customers_dir() -> PathBuf {
@@ -225,7 +226,7 @@ pub struct ConnectorSection {
     pub webhook: Option<Spanned<WebhookSection>>,
     /// Overrides of the profile's field mapping, `name = "source field"`.
     #[serde(default)]
-    pub fields: Option<Spanned<toml::Table>>,
+    pub fields: Option<Spanned<BTreeMap<Spanned<String>, toml::Value>>>,
 }
 
 /// `[connector.webhook]`
@@ -239,7 +240,7 @@ pub struct WebhookSection {
     pub token: Option<Spanned<SecretRef>>,
     /// Signing secrets (`whsec_…`), for `auth = "standard-webhooks"`. Several
     /// are accepted at once so a key can be rotated without downtime.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::value::secret_list")]
     pub secrets: Vec<Spanned<SecretRef>>,
     /// Largest accepted difference between `webhook-timestamp` and now.
     #[serde(default = "default_tolerance")]

@@ -101,21 +101,45 @@ impl FromStr for CronExpr {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let fields = s.split_whitespace().count();
-        let expanded = match fields {
-            5 => format!("0 {s}"),
-            6 | 7 => s.to_string(),
+        let (expanded, added) = match fields {
+            5 => (format!("0 {s}"), "0 ".len()),
+            6 | 7 => (s.to_string(), 0),
             n => {
                 return Err(format!(
                     "invalid cron expression {s:?}: expected 5 fields (minute hour day month weekday), found {n}"
                 ));
             }
         };
-        let schedule = cron::Schedule::from_str(&expanded)
-            .map_err(|e| format!("invalid cron expression {s:?}: {e}"))?;
+        let schedule = cron::Schedule::from_str(&expanded).map_err(|e| {
+            format!(
+                "invalid cron expression {s:?}: {}",
+                cron_reason(&e.to_string(), added)
+            )
+        })?;
         Ok(CronExpr {
             source: s.to_string(),
             schedule,
         })
+    }
+}
+
+/// The `cron` crate renders an error as the expression it parsed, a caret
+/// line and a reason. A diagnostic is one line about what the operator
+/// wrote, so keep the reason, or say where the caret points when there is
+/// none; `added` is the length of the seconds field prepended to 5 fields.
+fn cron_reason(rendered: &str, added: usize) -> String {
+    let mut lines = rendered.lines();
+    let (Some(_), Some(caret)) = (lines.next(), lines.next()) else {
+        return rendered.trim().to_string();
+    };
+    let reason = lines.collect::<Vec<_>>().join(" ");
+    match caret.find('^') {
+        _ if !reason.trim().is_empty() => reason.trim().to_string(),
+        Some(at) => format!(
+            "cannot parse it from character {}",
+            at.saturating_sub(added) + 1
+        ),
+        None => rendered.split_whitespace().collect::<Vec<_>>().join(" "),
     }
 }
 
@@ -215,6 +239,15 @@ impl<'de> Deserialize<'de> for SecretRef {
             fn visit_i64<E: de::Error>(self, _: i64) -> Result<SecretRef, E> {
                 Err(E::custom(SECRET_SHAPE))
             }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<SecretRef, E> {
+                Err(E::custom(SECRET_SHAPE))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<SecretRef, E> {
+                Err(E::custom(SECRET_SHAPE))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<SecretRef, E> {
+                Err(E::custom(SECRET_SHAPE))
+            }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<SecretRef, A::Error> {
                 let mut found = None;
                 while let Some(key) = map.next_key::<String>()? {
@@ -238,6 +271,45 @@ impl<'de> Deserialize<'de> for SecretRef {
         }
         deserializer.deserialize_any(V)
     }
+}
+
+/// Deserializes a list of secrets, `[{ env = "A" }, { file = "b" }]`. Anything
+/// else is refused without being quoted: serde's own "invalid type" error
+/// would echo a secret written inline as `secrets = "whsec_…"`.
+pub fn secret_list<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<toml::Spanned<SecretRef>>, D::Error> {
+    struct V;
+    const SHAPE: &str =
+        "a list of secrets is written [{ env = \"NAME\" }, { file = \"/path\" }], never inline";
+    impl<'de> Visitor<'de> for V {
+        type Value = Vec<toml::Spanned<SecretRef>>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(SHAPE)
+        }
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut secrets = Vec::new();
+            while let Some(secret) = seq.next_element()? {
+                secrets.push(secret);
+            }
+            Ok(secrets)
+        }
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+            Err(E::custom(SHAPE))
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            Err(E::custom(SHAPE))
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Err(E::custom(SHAPE))
+        }
+        fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
+            Err(de::Error::custom(format!(
+                "{SHAPE}: put the table in brackets"
+            )))
+        }
+    }
+    deserializer.deserialize_seq(V)
 }
 
 /// Where relative secret files are looked up.
@@ -306,6 +378,7 @@ pub fn io_reason(e: &std::io::Error) -> String {
     match e.kind() {
         std::io::ErrorKind::NotFound => "no such file or directory".into(),
         std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        std::io::ErrorKind::IsADirectory => "it is a directory".into(),
         _ => e.to_string(),
     }
 }

@@ -69,6 +69,15 @@ pub enum Parser {
     WebhookJson(webhook_json::Mapping),
 }
 
+/// A problem with a profile's field mapping or a connector's override of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MappingError {
+    /// The overridden field it is about, so it can be reported at that key;
+    /// `None` for a problem of the profile itself.
+    pub field: Option<String>,
+    pub message: String,
+}
+
 /// Why a webhook body was refused. The message is shown to the sender.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -117,9 +126,8 @@ impl Profile {
         }
     }
 
-    /// Applies a connector's `[connector.fields]` overrides; errors are
-    /// messages about the overrides.
-    pub fn parser(&self, overrides: &toml::Table) -> Result<Parser, Vec<String>> {
+    /// Applies a connector's `[connector.fields]` overrides.
+    pub fn parser(&self, overrides: &toml::Table) -> Result<Parser, Vec<MappingError>> {
         match self {
             Profile::WebhookJson(p) => p.mapping(overrides).map(Parser::WebhookJson),
         }

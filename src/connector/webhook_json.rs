@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::ParseError;
+use super::{MappingError, ParseError};
 use crate::model::{AlertEvent, AlertStatus, Event};
 
 /// `connectors/webhook-json/profile.toml`.
@@ -56,8 +56,16 @@ pub struct Mapping {
 }
 
 impl Profile {
-    pub fn mapping(&self, overrides: &toml::Table) -> Result<Mapping, Vec<String>> {
+    pub fn mapping(&self, overrides: &toml::Table) -> Result<Mapping, Vec<MappingError>> {
         let mut errors = Vec::new();
+        let of_profile = |message| MappingError {
+            field: None,
+            message,
+        };
+        let of_override = |name: &str, message| MappingError {
+            field: Some(name.to_string()),
+            message,
+        };
         let mut fields = BTreeMap::new();
         let known = || REQUIRED.iter().chain(OPTIONAL).copied();
         for (name, pointer) in &self.fields {
@@ -65,15 +73,18 @@ impl Profile {
                 Some(k) => {
                     fields.insert(k, pointer.clone());
                 }
-                None => errors.push(format!("profile maps unknown field `{name}`")),
+                None => errors.push(of_profile(format!("profile maps unknown field `{name}`"))),
             }
         }
         for (name, value) in overrides {
             let Some(k) = known().find(|k| k == name) else {
                 let all: Vec<_> = known().collect();
-                errors.push(format!(
-                    "unknown field `{name}`; webhook-json fields are {}",
-                    all.join(", ")
+                errors.push(of_override(
+                    name,
+                    format!(
+                        "unknown field `{name}`; webhook-json fields are {}",
+                        all.join(", ")
+                    ),
                 ));
                 continue;
             };
@@ -81,14 +92,17 @@ impl Profile {
                 Some(p) if p.is_empty() || p.starts_with('/') => {
                     fields.insert(k, p.to_string());
                 }
-                _ => errors.push(format!(
-                    "field `{name}` must be a JSON pointer string like \"/labels/instance\""
+                _ => errors.push(of_override(
+                    name,
+                    format!(
+                        "field `{name}` must be a JSON pointer string like \"/labels/instance\""
+                    ),
                 )),
             }
         }
         for required in REQUIRED {
             if !fields.contains_key(required) {
-                errors.push(format!("field `{required}` has no mapping"));
+                errors.push(of_profile(format!("field `{required}` has no mapping")));
             }
         }
         if errors.is_empty() {
@@ -286,7 +300,9 @@ mod tests {
         assert_eq!(a.ci.as_deref(), Some("old"));
         overrides.insert("hostname".into(), toml::Value::String("/h".into()));
         assert!(
-            profile.mapping(&overrides).unwrap_err()[0].starts_with("unknown field `hostname`")
+            profile.mapping(&overrides).unwrap_err()[0]
+                .message
+                .starts_with("unknown field `hostname`")
         );
     }
 }
