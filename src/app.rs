@@ -156,17 +156,25 @@ impl Running {
             ..
         } = self;
         shutdown.cancel();
-        if tokio::time::timeout(grace, &mut server).await.is_err() {
+        let drained = tokio::time::timeout(grace, &mut server).await.is_ok();
+        if !drained {
             tracing::warn!(grace = ?grace, "In-flight requests did not finish in time; closing them");
             server.abort();
         }
         let store = state.store.clone();
         // The committer stops once the last journal handle is gone.
         drop(state);
-        match tokio::task::spawn_blocking(move || committer.join()).await {
-            Ok(Ok(())) => {}
-            _ => tracing::error!("The journal committer did not stop cleanly"),
+        if drained {
+            match tokio::task::spawn_blocking(move || committer.join()).await {
+                Ok(Ok(())) => {}
+                _ => tracing::error!("The journal committer did not stop cleanly"),
+            }
         }
+        // Otherwise the connection tasks of the unfinished requests (which
+        // aborting the server does not end) still hold journal handles, so
+        // the committer cannot stop: waiting for it would hang until systemd
+        // kills us. Every acknowledged event is already durable; the flush
+        // below covers the rest.
         if let Err(e) = store.flush() {
             tracing::error!(error = %e, "Final store flush failed");
         }

@@ -279,12 +279,12 @@ from = "Example Telecom CSM <csm@example.net>"
 
 [[connector]]
 name = "itsm"
-profile = "servicenow"
+profile = "bmc-remedy"
 [connector.webhook]
 auth = "none"
 "#,
             errors: &[
-                "{dir}/csmd.toml:6:11: connector profile `servicenow` not found in {dir}/connectors, /usr/share/csmd/connectors",
+                "{dir}/csmd.toml:6:11: connector profile `bmc-remedy` not found in {dir}/connectors, /usr/share/csmd/connectors",
             ],
             ..CASE
         },
@@ -780,7 +780,7 @@ monthly_report = "0 7 1 * Funday"
 
 [[connector]]
 name = "itsm"
-profile = "servicenow"
+profile = "bmc-remedy"
 [connector.webhook]
 auth = "none"
 
@@ -816,7 +816,7 @@ account_manager = "Jonas"
                 r#"{dir}/csmd.toml:6:8: rate "0/s" must be above zero"#,
                 r#"{dir}/csmd.toml:9:18: invalid cron expression "0 7 1 * Funday": 'Funday' is not a valid day of the week."#,
                 "{dir}/csmd.toml:2:15: environment variable CSMD_TEST_UNSET_ADMIN_TOKEN is not set",
-                "{dir}/csmd.toml:13:11: connector profile `servicenow` not found in {dir}/connectors, /usr/share/csmd/connectors",
+                "{dir}/csmd.toml:13:11: connector profile `bmc-remedy` not found in {dir}/connectors, /usr/share/csmd/connectors",
                 "{dir}/csmd.toml:22:9: cannot read secret file {dir}/monitoring_token: no such file or directory",
                 r#"{dir}/customers/acme.toml:6:9: contact "Claire Martin": invalid e-mail address "claire.martin": Missing domain or user"#,
                 "{dir}/customers/globex.toml:3:1: unknown field `account_manager`, expected one of `id`, `name`, `time_zone`, `subscriptions`, `itsm_account`, `billing_account`, `contact`, `contract`, `install_base`",

@@ -94,7 +94,7 @@ async fn list_events(
     })?;
     let next_after = events.last().map(|e| e.seq);
     Ok(Json(
-        json!({ "events": events, "next_after": next_after, "total": state.store.journal_len() }),
+        json!({ "events": events, "next_after": next_after, "total": state.store.journal_len()? }),
     ))
 }
 

@@ -81,6 +81,10 @@ pub async fn receive(
     }
 }
 
+/// How long a sender may take to send its body: a stalled sender must not
+/// hold a connection (and a journal handle) for ever.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Reads the body up to `limit` bytes; a larger one is refused with 413
 /// before it is read whole when it declares its length.
 async fn read_body(
@@ -102,7 +106,15 @@ async fn read_body(
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large());
     }
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
+    let read = tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, limit));
+    let Ok(read) = read.await else {
+        return Err((
+            StatusCode::REQUEST_TIMEOUT,
+            "slow_body",
+            format!("the request body did not arrive within {}s", BODY_TIMEOUT.as_secs()),
+        ));
+    };
+    read.map_err(|e| {
         let source = std::error::Error::source(&e);
         if source.is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) {
             too_large()
