@@ -111,7 +111,10 @@ async fn read_body(
         return Err((
             StatusCode::REQUEST_TIMEOUT,
             "slow_body",
-            format!("the request body did not arrive within {}s", BODY_TIMEOUT.as_secs()),
+            format!(
+                "the request body did not arrive within {}s",
+                BODY_TIMEOUT.as_secs()
+            ),
         ));
     };
     read.map_err(|e| {

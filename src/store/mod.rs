@@ -178,7 +178,9 @@ impl Store {
     /// written entries, and trimming only ever removes a prefix).
     pub fn journal_len(&self) -> Result<u64, StoreError> {
         let seq = |entry: Option<(sled::IVec, sled::IVec)>| {
-            entry.and_then(|(k, _)| <[u8; 8]>::try_from(k.as_ref()).ok()).map(u64::from_be_bytes)
+            entry
+                .and_then(|(k, _)| <[u8; 8]>::try_from(k.as_ref()).ok())
+                .map(u64::from_be_bytes)
         };
         let tree = self.journal.raw();
         Ok(match (seq(tree.first()?), seq(tree.last()?)) {
