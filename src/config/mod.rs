@@ -6,24 +6,25 @@
 //! message`. A section with a TOML type error or unknown key stops at that
 //! error, but every other section, entry and file is still checked.
 
+mod connector;
 pub mod customer;
 pub mod diag;
 mod sections;
 pub mod value;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use base64::Engine as _;
-use secrecy::{SecretBox, SecretString};
+use secrecy::SecretString;
 use serde::de::DeserializeOwned;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
+pub use connector::{Connector, WebhookAuth};
 pub use customer::Customer;
 use customer::PathStep;
 pub use diag::{Diagnostic, Diagnostics};
@@ -32,8 +33,7 @@ pub use sections::{
     TlsMode, TransportKind, WebhookAuthKind, WebhookSection,
 };
 
-use crate::connector::{ConnectorKind, Parser, Profile};
-use crate::model::{ConnectorName, CustomerId};
+use crate::model::CustomerId;
 use diag::{SourceFile, file_error};
 use value::{Rate, SecretContext, SecretRef, TimeZone, io_reason};
 
@@ -85,43 +85,6 @@ pub struct Smtp {
     pub tls: TlsMode,
     pub credentials: Option<(String, SecretString)>,
     pub timeout: Duration,
-}
-
-/// A configured connector with its profile and overrides applied.
-#[derive(Debug)]
-pub struct Connector {
-    pub name: ConnectorName,
-    pub kind: ConnectorKind,
-    /// The folder the profile was read from.
-    pub profile_dir: PathBuf,
-    pub parser: Parser,
-    pub webhook_auth: WebhookAuth,
-}
-
-#[derive(Debug)]
-pub enum WebhookAuth {
-    /// No authentication; only accepted while listening on loopback.
-    None,
-    Bearer(SecretString),
-    /// Standard Webhooks HMAC-SHA256 signatures.
-    StandardWebhooks {
-        keys: Vec<SecretBox<Vec<u8>>>,
-        tolerance: Duration,
-    },
-}
-
-impl WebhookAuth {
-    pub fn describe(&self) -> String {
-        match self {
-            WebhookAuth::None => "no auth".into(),
-            WebhookAuth::Bearer(_) => "bearer token".into(),
-            WebhookAuth::StandardWebhooks { keys, tolerance } => format!(
-                "standard-webhooks, {} key(s), tolerance {}",
-                keys.len(),
-                humantime::format_duration(*tolerance)
-            ),
-        }
-    }
 }
 
 /// Loads and checks the configuration at `path`, its customer files and the
@@ -188,7 +151,7 @@ pub fn load(path: &Path) -> Result<Config, Diagnostics> {
         }
     };
     let (connectors, customers) = if daemon_usable {
-        let connectors = resolve_connectors(
+        let connectors = connector::resolve_connectors(
             &source,
             &connector_sections,
             &daemon_section,
@@ -222,7 +185,7 @@ fn one(d: Diagnostic) -> Diagnostics {
 
 /// The absolute form of `path` with `.` and `..` folded away lexically, so
 /// paths read well in summaries and logs.
-fn absolute(path: &Path) -> PathBuf {
+pub(crate) fn absolute(path: &Path) -> PathBuf {
     use std::path::Component;
     let full = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let mut clean = PathBuf::new();
@@ -294,7 +257,7 @@ fn connector_entries(
     }
 }
 
-fn resolve_secret(
+pub(crate) fn resolve_secret(
     source: &SourceFile,
     secret: &Spanned<SecretRef>,
     secrets: &SecretContext,
@@ -426,177 +389,6 @@ fn resolve_smtp(
         credentials,
         timeout: s.timeout.0,
     })
-}
-
-fn resolve_connectors(
-    source: &SourceFile,
-    sections: &[ConnectorSection],
-    daemon_section: &DaemonSection,
-    daemon: &Daemon,
-    config_dir: &Path,
-    secrets: &SecretContext,
-    diags: &mut Diagnostics,
-) -> Vec<Connector> {
-    let search: Vec<PathBuf> = daemon_section
-        .connector_dirs
-        .iter()
-        .map(|d| absolute(&config_dir.join(d)))
-        .collect();
-    let mut seen = BTreeSet::new();
-    let mut connectors = Vec::new();
-    for section in sections {
-        let name = match section.name.get_ref().parse::<ConnectorName>() {
-            Ok(name) if !seen.insert(name.clone()) => {
-                diags.push(source.at(
-                    section.name.span(),
-                    format!("connector `{name}` is defined twice"),
-                ));
-                continue;
-            }
-            Ok(name) => name,
-            Err(e) => {
-                diags.push(source.at(section.name.span(), e.to_string()));
-                continue;
-            }
-        };
-        let Some(profile_dir) = search
-            .iter()
-            .map(|d| d.join(section.profile.get_ref()))
-            .find(|d| d.join("profile.toml").is_file())
-        else {
-            let searched: Vec<_> = search.iter().map(|d| d.display().to_string()).collect();
-            diags.push(source.at(
-                section.profile.span(),
-                format!(
-                    "connector profile `{}` not found in {}",
-                    section.profile.get_ref(),
-                    searched.join(", ")
-                ),
-            ));
-            continue;
-        };
-        let profile = match Profile::load(&profile_dir) {
-            Ok(p) => p,
-            Err(errors) => {
-                errors.into_iter().for_each(|e| diags.push(e));
-                continue;
-            }
-        };
-        let overrides: toml::Table = section.fields.as_ref().map_or_else(Default::default, |f| {
-            f.get_ref()
-                .iter()
-                .map(|(k, v)| (k.get_ref().clone(), v.clone()))
-                .collect()
-        });
-        let parser = match profile.parser(&overrides) {
-            Ok(p) => p,
-            Err(errors) => {
-                for e in errors {
-                    let key = section.fields.as_ref().and_then(|f| {
-                        let field = e.field.as_deref()?;
-                        f.get_ref().keys().find(|k| k.get_ref() == field)
-                    });
-                    let span = match (key, &section.fields) {
-                        (Some(key), _) => key.span(),
-                        (None, Some(fields)) => fields.span(),
-                        (None, None) => section.profile.span(),
-                    };
-                    diags.push(source.at(span, e.message));
-                }
-                continue;
-            }
-        };
-        let Some(webhook_auth) = resolve_webhook_auth(source, section, daemon, secrets, diags)
-        else {
-            continue;
-        };
-        connectors.push(Connector {
-            name,
-            kind: profile.kind(),
-            profile_dir,
-            parser,
-            webhook_auth,
-        });
-    }
-    connectors
-}
-
-fn resolve_webhook_auth(
-    source: &SourceFile,
-    section: &ConnectorSection,
-    daemon: &Daemon,
-    secrets: &SecretContext,
-    diags: &mut Diagnostics,
-) -> Option<WebhookAuth> {
-    let Some(webhook) = &section.webhook else {
-        diags.push(source.at(
-            section.name.span(),
-            format!(
-                "connector `{}` has no [connector.webhook] section; set auth = \"bearer\", \"standard-webhooks\" or \"none\"",
-                section.name.get_ref()
-            ),
-        ));
-        return None;
-    };
-    let w = webhook.get_ref();
-    let at = |span: Range<usize>, message: String| source.at(span, message);
-    match w.auth {
-        WebhookAuthKind::None if daemon.listen.ip().is_loopback() => Some(WebhookAuth::None),
-        WebhookAuthKind::None => {
-            diags.push(at(
-                webhook.span(),
-                format!("auth = \"none\" is only allowed while daemon.listen is a loopback address, not {}", daemon.listen),
-            ));
-            None
-        }
-        WebhookAuthKind::Bearer => match &w.token {
-            Some(token) => resolve_secret(source, token, secrets, diags).map(WebhookAuth::Bearer),
-            None => {
-                diags.push(at(webhook.span(), "auth = \"bearer\" needs `token = { env = \"NAME\" }` or `{ file = \"/path\" }`".into()));
-                None
-            }
-        },
-        WebhookAuthKind::StandardWebhooks => {
-            if w.secrets.is_empty() {
-                diags.push(at(
-                    webhook.span(),
-                    "auth = \"standard-webhooks\" needs at least one entry in `secrets`".into(),
-                ));
-                return None;
-            }
-            let mut keys = Vec::new();
-            for secret in &w.secrets {
-                let Some(value) = resolve_secret(source, secret, secrets, diags) else {
-                    continue;
-                };
-                match signing_key(&value) {
-                    Ok(key) => keys.push(key),
-                    Err(e) => diags.push(at(
-                        secret.span(),
-                        format!("signing secret from {}: {e}", secret.get_ref()),
-                    )),
-                }
-            }
-            (keys.len() == w.secrets.len()).then_some(WebhookAuth::StandardWebhooks {
-                keys,
-                tolerance: w.tolerance.0,
-            })
-        }
-    }
-}
-
-/// Decodes a Standard Webhooks secret, `whsec_` followed by base64.
-fn signing_key(secret: &SecretString) -> Result<SecretBox<Vec<u8>>, &'static str> {
-    use secrecy::ExposeSecret;
-    let encoded = secret.expose_secret();
-    let encoded = encoded.strip_prefix("whsec_").unwrap_or(encoded);
-    let key = base64::engine::general_purpose::STANDARD
-        .decode(encoded)
-        .map_err(|_| "not a `whsec_` secret followed by base64")?;
-    if key.len() < 16 {
-        return Err("shorter than 16 bytes; generate at least 24 random bytes");
-    }
-    Ok(SecretBox::new(Box::new(key)))
 }
 
 fn load_customers(dir: &Path, diags: &mut Diagnostics) -> Vec<Customer> {
