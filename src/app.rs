@@ -5,6 +5,7 @@
 //! Stop: STOPPING=1 → listener drains in-flight requests → journal makes
 //! its last group durable → store flush.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -14,6 +15,12 @@ use arc_swap::ArcSwap;
 use sd_notify::NotifyState;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::connector::rest::client::RestClient;
+use crate::connector::rest::poll::Poller;
+use crate::connector::rest::task::{self, PollerHandle};
+use crate::engine;
 
 use crate::config::{self, Config, LogFormat};
 use crate::http::{self, AppState};
@@ -34,6 +41,8 @@ pub enum StartError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error("connector {name}: {message}")]
+    Connector { name: String, message: String },
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -47,6 +56,8 @@ pub struct Running {
     state: Arc<AppState>,
     shutdown: CancellationToken,
     server: tokio::task::JoinHandle<()>,
+    /// The engine and the pollers.
+    tasks: TaskTracker,
     committer: std::thread::JoinHandle<()>,
     grace: Duration,
 }
@@ -72,14 +83,23 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         .local_addr()
         .map_err(|source| StartError::Listen { addr, source })?;
     let grace = config.daemon.shutdown_grace;
+    let shutdown = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    tasks.spawn(engine::run(
+        store.clone(),
+        journal.durable(),
+        shutdown.clone(),
+    ));
+    let pollers = start_pollers(&config, &store, &journal, &metrics, &shutdown, &tasks)?;
+    tasks.close();
     let state = Arc::new(AppState {
         config: ArcSwap::from_pointee(config),
         store,
         journal,
         metrics,
+        pollers,
     });
 
-    let shutdown = CancellationToken::new();
     let app = http::router(state.clone());
     let stop = shutdown.clone();
     let server = tokio::spawn(async move {
@@ -94,9 +114,50 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         state,
         shutdown,
         server,
+        tasks,
         committer,
         grace,
     })
+}
+
+/// One task per polled connector; each reads its upstream into the journal.
+fn start_pollers(
+    config: &Config,
+    store: &Store,
+    journal: &Journal,
+    metrics: &Arc<Metrics>,
+    shutdown: &CancellationToken,
+    tasks: &TaskTracker,
+) -> Result<BTreeMap<String, PollerHandle>, StartError> {
+    let mut pollers = BTreeMap::new();
+    for connector in &config.connectors {
+        let Some(poll) = &connector.poll else {
+            continue;
+        };
+        let client =
+            RestClient::new(poll.client.clone()).map_err(|message| StartError::Connector {
+                name: connector.name.to_string(),
+                message,
+            })?;
+        let poller = Poller {
+            name: connector.name.clone(),
+            client: Arc::new(client),
+            api: poll.polling.api.clone(),
+            streams: poll.polling.streams.clone(),
+            extra_filter: poll.filter.clone(),
+            journal: journal.clone(),
+            store: store.clone(),
+        };
+        let handle = task::spawn(
+            poller,
+            poll.interval,
+            metrics.clone(),
+            shutdown.clone(),
+            tasks,
+        );
+        pollers.insert(connector.name.to_string(), handle);
+    }
+    Ok(pollers)
 }
 
 fn delivery_retention(config: &Config) -> Duration {
@@ -104,7 +165,7 @@ fn delivery_retention(config: &Config) -> Duration {
         .connectors
         .iter()
         .filter_map(|c| match &c.webhook_auth {
-            config::WebhookAuth::StandardWebhooks { tolerance, .. } => Some(*tolerance * 2),
+            Some(config::WebhookAuth::StandardWebhooks { tolerance, .. }) => Some(*tolerance * 2),
             _ => None,
         })
         .fold(MIN_DELIVERY_RETENTION, Duration::max)
@@ -151,6 +212,7 @@ impl Running {
             state,
             shutdown,
             mut server,
+            tasks,
             committer,
             grace,
             ..
@@ -160,6 +222,10 @@ impl Running {
         if !drained {
             tracing::warn!(grace = ?grace, "In-flight requests did not finish in time; closing them");
             server.abort();
+        }
+        // Pollers stop between two requests; a page being stored finishes.
+        if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
+            tracing::warn!("Background tasks did not stop in time");
         }
         let store = state.store.clone();
         // The committer stops once the last journal handle is gone.

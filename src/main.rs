@@ -38,6 +38,19 @@ enum Command {
         #[command(subcommand)]
         command: cli::CustomersCommand,
     },
+    /// Connectors with their health: last success, last error, records.
+    Connectors {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Poll a connector once now and print what changed.
+    Sync {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The connector's name.
+        #[arg(long)]
+        connector: String,
+    },
     /// Inbound events stored in the daemon's journal.
     Events {
         #[command(flatten)]
@@ -49,13 +62,17 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // reqwest and lettre share rustls; pick its crypto once for the process.
-    let _ = rustls::crypto::ring::default_provider().install_default();
     match cli.command {
         Command::CheckConfig { config } => check_config(&config),
         Command::Run { config } => block_on(csmd::app::run(&config)),
         Command::Customers { client, command } => {
             block_on(async move { cli::customers(&Client::new(&client)?, command).await })
+        }
+        Command::Connectors { client } => {
+            block_on(async move { cli::connectors(&Client::new(&client)?).await })
+        }
+        Command::Sync { client, connector } => {
+            block_on(async move { cli::sync(&Client::new(&client)?, &connector).await })
         }
         Command::Events { client, args } => {
             block_on(async move { cli::events(&Client::new(&client)?, args).await })

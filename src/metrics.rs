@@ -20,6 +20,12 @@ pub struct RejectionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StreamLabels {
+    pub connector: String,
+    pub stream: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: String,
 }
@@ -34,6 +40,16 @@ pub struct Metrics {
     pub store_flush_seconds: Histogram,
     /// Appends made durable by one flush.
     pub journal_group_size: Histogram,
+    /// Records read from polled upstreams, per stream.
+    pub connector_records: Family<StreamLabels, Counter>,
+    /// Records the upstream still had after the last page of a sync.
+    pub connector_remaining: Family<StreamLabels, Gauge>,
+    /// 1 when the connector's last sync succeeded and every stream polls.
+    pub connector_up: Family<ConnectorLabels, Gauge>,
+    /// Unix time of the last successful sync.
+    pub connector_last_success: Family<ConnectorLabels, Gauge>,
+    /// Syncs that failed.
+    pub connector_sync_errors: Family<ConnectorLabels, Counter>,
 }
 
 impl Metrics {
@@ -63,6 +79,36 @@ impl Metrics {
             "Appends made durable by one flush",
             journal_group_size.clone(),
         );
+        let connector_records = Family::<StreamLabels, Counter>::default();
+        registry.register(
+            "connector_records",
+            "Records read from polled upstreams",
+            connector_records.clone(),
+        );
+        let connector_remaining = Family::<StreamLabels, Gauge>::default();
+        registry.register(
+            "connector_remaining_records",
+            "Records the upstream still had after the last page of a sync",
+            connector_remaining.clone(),
+        );
+        let connector_up = Family::<ConnectorLabels, Gauge>::default();
+        registry.register(
+            "connector_up",
+            "1 when the last sync succeeded and every stream polls",
+            connector_up.clone(),
+        );
+        let connector_last_success = Family::<ConnectorLabels, Gauge>::default();
+        registry.register(
+            "connector_last_success_timestamp_seconds",
+            "Unix time of the last successful sync",
+            connector_last_success.clone(),
+        );
+        let connector_sync_errors = Family::<ConnectorLabels, Counter>::default();
+        registry.register(
+            "connector_sync_errors",
+            "Syncs that failed",
+            connector_sync_errors.clone(),
+        );
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info
             .get_or_create(&BuildLabels {
@@ -76,6 +122,53 @@ impl Metrics {
             webhook_rejections,
             store_flush_seconds,
             journal_group_size,
+            connector_records,
+            connector_remaining,
+            connector_up,
+            connector_last_success,
+            connector_sync_errors,
+        }
+    }
+
+    pub fn connector_records(
+        &self,
+        connector: &str,
+        stream: &str,
+        records: u64,
+        remaining: Option<u64>,
+    ) {
+        let labels = StreamLabels {
+            connector: connector.into(),
+            stream: stream.into(),
+        };
+        self.connector_records
+            .get_or_create(&labels)
+            .inc_by(records);
+        if let Some(remaining) = remaining {
+            self.connector_remaining
+                .get_or_create(&labels)
+                .set(i64::try_from(remaining).unwrap_or(i64::MAX));
+        }
+    }
+
+    pub fn connector_health(
+        &self,
+        connector: &str,
+        up: bool,
+        last_success: Option<chrono::DateTime<chrono::Utc>>,
+        failed: bool,
+    ) {
+        let labels = ConnectorLabels {
+            connector: connector.into(),
+        };
+        self.connector_up.get_or_create(&labels).set(i64::from(up));
+        if let Some(t) = last_success {
+            self.connector_last_success
+                .get_or_create(&labels)
+                .set(t.timestamp());
+        }
+        if failed {
+            self.connector_sync_errors.get_or_create(&labels).inc();
         }
     }
 

@@ -267,7 +267,7 @@ url = "https://monitoring.example.net"
 auth = "none"
 "#,
             errors: &[
-                "{dir}/csmd.toml:7:1: unknown field `url`, expected one of `name`, `profile`, `webhook`, `fields`",
+                "{dir}/csmd.toml:7:1: unknown field `url`, expected one of `name`, `profile`, `webhook`, `fields`, `base_url`, `auth`, `poll_interval`, `rate_limit`, `timeout`, `filter`, `streams`",
             ],
             ..CASE
         },
@@ -868,7 +868,14 @@ fn the_shipped_example_loads_with_its_customers_and_connector() {
         .connector("monitoring")
         .expect("the monitoring connector");
     assert_eq!(monitoring.kind.as_str(), "webhook-json");
-    assert_eq!(monitoring.webhook_auth.describe(), "no auth");
+    assert_eq!(
+        monitoring
+            .webhook_auth
+            .as_ref()
+            .expect("webhook auth")
+            .describe(),
+        "no auth"
+    );
     let token = config.daemon.admin_token.as_ref().expect("admin token");
     assert_eq!(token.expose_secret(), "change-me");
     assert_eq!(config.daemon.time_zone.to_string(), "Europe/Paris");

@@ -45,6 +45,7 @@ impl Client {
                 (format!("http://{}", daemon.listen), daemon.admin_token)
             }
         };
+        crate::install_crypto_provider();
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(60))
             .build()
@@ -58,7 +59,23 @@ impl Client {
     }
 
     pub async fn get(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<Value> {
-        let mut request = self.http.get(format!("{}{path}", self.base)).query(query);
+        self.request(reqwest::Method::GET, path, query).await
+    }
+
+    pub async fn post(&self, path: &str) -> anyhow::Result<Value> {
+        self.request(reqwest::Method::POST, path, &[]).await
+    }
+
+    async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> anyhow::Result<Value> {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .query(query);
         if let Some(token) = &self.token {
             request = request.bearer_auth(token.expose_secret());
         }

@@ -110,3 +110,107 @@ pub async fn events(client: &Client, args: EventsArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+pub async fn connectors(client: &Client) -> anyhow::Result<()> {
+    let body = client.get("/api/v1/connectors", &[]).await?;
+    if client.json {
+        return print_json(&body);
+    }
+    let mut table = Table::new([
+        "NAME",
+        "KIND",
+        "WEBHOOK",
+        "POLLS",
+        "STATUS",
+        "LAST SUCCESS (UTC)",
+        "RECORDS",
+        "LAST ERROR",
+    ]);
+    for c in body["connectors"].as_array().into_iter().flatten() {
+        let health = &c["health"];
+        let status = match c["ok"].as_bool() {
+            None => "-",
+            Some(true) => "ok",
+            Some(false) if health["last_success"].is_null() && health["last_error"].is_null() => {
+                "starting"
+            }
+            Some(false) => "FAILING",
+        };
+        let records: u64 = health["streams"].as_object().map_or(0, |s| {
+            s.values().filter_map(|v| v["records_total"].as_u64()).sum()
+        });
+        let mut error = text(&health["last_error"]);
+        if let Some(fields) = health["field_errors"].as_array().filter(|f| !f.is_empty()) {
+            error = fields.iter().map(text).collect::<Vec<_>>().join("; ");
+        }
+        table.row([
+            text(&c["name"]),
+            text(&c["kind"]),
+            text(&c["webhook"]),
+            text(&c["polls"]["base_url"]),
+            status.to_string(),
+            short_time(&health["last_success"]),
+            if c["polls"].is_null() {
+                String::new()
+            } else {
+                records.to_string()
+            },
+            error,
+        ]);
+    }
+    table.print();
+    Ok(())
+}
+
+/// `csmd sync`: polls a connector once now and says what changed; exit 1
+/// when a stream failed.
+pub async fn sync(client: &Client, connector: &str) -> anyhow::Result<()> {
+    let report = client
+        .post(&format!("/api/v1/connectors/{connector}/sync"))
+        .await?;
+    if client.json {
+        print_json(&report)?;
+    } else {
+        let mut table = Table::new([
+            "STREAM",
+            "STATUS",
+            "RECORDS",
+            "SKIPPED",
+            "PAGES",
+            "REMAINING",
+            "ERROR",
+        ]);
+        for (name, s) in report["streams"].as_object().into_iter().flatten() {
+            table.row([
+                name.clone(),
+                text(&s["status"]),
+                text(&s["records"]),
+                text(&s["skipped"]),
+                text(&s["pages"]),
+                text(&s["remaining"]),
+                [text(&s["error"]), text(&s["reason"])].concat(),
+            ]);
+        }
+        table.print();
+    }
+    let failed = report["field_errors"]
+        .as_array()
+        .is_some_and(|f| !f.is_empty())
+        || report["streams"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .any(|(_, s)| s["status"] != "synced");
+    if failed {
+        anyhow::bail!("the sync of {connector} did not complete; see above");
+    }
+    Ok(())
+}
+
+fn short_time(value: &serde_json::Value) -> String {
+    text(value)
+        .chars()
+        .take(19)
+        .collect::<String>()
+        .replace('T', " ")
+}

@@ -10,10 +10,11 @@ use base64::Engine as _;
 use secrecy::{SecretBox, SecretString};
 
 use super::diag::{Diagnostics, SourceFile};
-use super::sections::{ConnectorSection, DaemonSection, WebhookAuthKind};
+use super::sections::{ConnectorSection, DaemonSection, UpstreamAuthKind, WebhookAuthKind};
+use super::value::{RateLimit, SecretContext};
 use super::{Daemon, absolute, resolve_secret};
-use super::value::SecretContext;
-use crate::connector::{ConnectorKind, Parser, Profile};
+use crate::connector::rest::client::{ClientSettings, OAuth2, UpstreamAuth};
+use crate::connector::{ConnectorKind, Parser, Polling, Profile};
 use crate::model::ConnectorName;
 
 /// A configured connector with its profile and overrides applied.
@@ -24,8 +25,25 @@ pub struct Connector {
     /// The folder the profile was read from.
     pub profile_dir: PathBuf,
     pub parser: Parser,
-    pub webhook_auth: WebhookAuth,
+    /// `None`: the connector accepts no webhooks (a polled connector
+    /// without a `[connector.webhook]` section).
+    pub webhook_auth: Option<WebhookAuth>,
+    /// Set for connectors that poll their upstream.
+    pub poll: Option<PollConfig>,
 }
+
+/// How a connector polls its upstream.
+#[derive(Debug)]
+pub struct PollConfig {
+    pub client: ClientSettings,
+    pub interval: Duration,
+    pub filter: Option<String>,
+    pub polling: Polling,
+}
+
+const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(300);
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_RATE: &str = "10/s";
 
 #[derive(Debug)]
 pub enum WebhookAuth {
@@ -107,40 +125,61 @@ pub(super) fn resolve_connectors(
                 continue;
             }
         };
-        let overrides: toml::Table = section.fields.as_ref().map_or_else(Default::default, |f| {
+        let fields: toml::Table = section.fields.as_ref().map_or_else(Default::default, |f| {
             f.get_ref()
                 .iter()
                 .map(|(k, v)| (k.get_ref().clone(), v.clone()))
                 .collect()
         });
-        let parser = match profile.parser(&overrides) {
-            Ok(p) => p,
+        let streams = section
+            .streams
+            .as_ref()
+            .map(|s| s.get_ref().clone())
+            .unwrap_or_default();
+        let built = match profile.build(&fields, &streams) {
+            Ok(built) => built,
             Err(errors) => {
                 for e in errors {
                     let key = section.fields.as_ref().and_then(|f| {
                         let field = e.field.as_deref()?;
                         f.get_ref().keys().find(|k| k.get_ref() == field)
                     });
-                    let span = match (key, &section.fields) {
-                        (Some(key), _) => key.span(),
-                        (None, Some(fields)) => fields.span(),
-                        (None, None) => section.profile.span(),
+                    let span = match (key, &section.fields, &section.streams) {
+                        (Some(key), _, _) => key.span(),
+                        (None, Some(fields), _) => fields.span(),
+                        (None, None, Some(streams)) => streams.span(),
+                        (None, None, None) => section.profile.span(),
                     };
                     diags.push(source.at(span, e.message));
                 }
                 continue;
             }
         };
-        let Some(webhook_auth) = resolve_webhook_auth(source, section, daemon, secrets, diags)
-        else {
-            continue;
+        let poll = match built.polling {
+            Some(polling) => match resolve_poll(source, section, polling, secrets, diags) {
+                Some(poll) => Some(poll),
+                None => continue,
+            },
+            None => {
+                refuse_poll_settings(source, section, &profile, diags);
+                None
+            }
+        };
+        let webhook_auth = match (&section.webhook, &poll) {
+            // A polled connector may take no webhooks at all.
+            (None, Some(_)) => None,
+            _ => match resolve_webhook_auth(source, section, daemon, secrets, diags) {
+                Some(auth) => Some(auth),
+                None => continue,
+            },
         };
         connectors.push(Connector {
             name,
             kind: profile.kind(),
             profile_dir,
-            parser,
+            parser: built.parser,
             webhook_auth,
+            poll,
         });
     }
     connectors
@@ -222,4 +261,173 @@ fn signing_key(secret: &SecretString) -> Result<SecretBox<Vec<u8>>, &'static str
         return Err("shorter than 16 bytes; generate at least 24 random bytes");
     }
     Ok(SecretBox::new(Box::new(key)))
+}
+
+/// The polling settings of a connector whose profile polls.
+fn resolve_poll(
+    source: &SourceFile,
+    section: &ConnectorSection,
+    polling: Polling,
+    secrets: &SecretContext,
+    diags: &mut Diagnostics,
+) -> Option<PollConfig> {
+    let name = section.name.get_ref();
+    let Some(base) = &section.base_url else {
+        diags.push(source.at(
+            section.name.span(),
+            format!("connector `{name}` polls its upstream: set `base_url`"),
+        ));
+        return None;
+    };
+    let base_url = match reqwest::Url::parse(base.get_ref()) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") => url,
+        Ok(url) => {
+            diags.push(source.at(
+                base.span(),
+                format!("base_url must be http or https, not {}", url.scheme()),
+            ));
+            return None;
+        }
+        Err(e) => {
+            diags.push(source.at(
+                base.span(),
+                format!("invalid base_url {:?}: {e}", base.get_ref()),
+            ));
+            return None;
+        }
+    };
+    let Some(auth_section) = &section.auth else {
+        diags.push(source.at(
+            section.name.span(),
+            format!("connector `{name}` polls its upstream: add [connector.auth] with kind = \"basic\", \"bearer\" or \"oauth2\""),
+        ));
+        return None;
+    };
+    let a = auth_section.get_ref();
+    let span = auth_section.span();
+    let missing = |what: &str| {
+        source.at(
+            span.clone(),
+            format!("auth kind = \"{}\" needs `{what}`", kind_name(a.kind)),
+        )
+    };
+    let secret = |s: &Option<toml::Spanned<super::value::SecretRef>>,
+                  what: &str,
+                  diags: &mut Diagnostics| match s {
+        Some(s) => resolve_secret(source, s, secrets, diags),
+        None => {
+            diags.push(missing(what));
+            None
+        }
+    };
+    let auth = match a.kind {
+        UpstreamAuthKind::Basic => {
+            let Some(username) = a.username.clone() else {
+                diags.push(missing("username"));
+                return None;
+            };
+            UpstreamAuth::Basic {
+                username,
+                password: secret(&a.password, "password", diags)?,
+            }
+        }
+        UpstreamAuthKind::Bearer => UpstreamAuth::Bearer(secret(&a.token, "token", diags)?),
+        UpstreamAuthKind::Oauth2 => {
+            let Some(client_id) = a.client_id.clone() else {
+                diags.push(missing("client_id"));
+                return None;
+            };
+            let client_secret = secret(&a.client_secret, "client_secret", diags)?;
+            let user = match &a.username {
+                Some(username) => Some((username.clone(), secret(&a.password, "password", diags)?)),
+                None => None,
+            };
+            let token_path = polling
+                .api
+                .oauth
+                .as_ref()
+                .map_or("/oauth_token.do", |o| o.token_path.as_str());
+            let token_url = match base_url.join(token_path) {
+                Ok(url) => url,
+                Err(e) => {
+                    diags.push(source.at(base.span(), format!("cannot build the token URL: {e}")));
+                    return None;
+                }
+            };
+            UpstreamAuth::OAuth2(OAuth2 {
+                token_url,
+                client_id,
+                client_secret,
+                user,
+            })
+        }
+    };
+    let rate_limit = match section.rate_limit.as_ref().map(|r| *r.get_ref()) {
+        Some(RateLimit::Off) => None,
+        Some(RateLimit::Limit(rate)) => Some(rate),
+        None => DEFAULT_RATE.parse().ok(),
+    };
+    Some(PollConfig {
+        client: ClientSettings {
+            base_url,
+            auth,
+            timeout: section
+                .timeout
+                .as_ref()
+                .map_or(DEFAULT_TIMEOUT, |t| t.get_ref().0),
+            rate_limit,
+            max_retries: 5,
+            max_backoff: Duration::from_secs(60),
+        },
+        interval: section
+            .poll_interval
+            .as_ref()
+            .map_or(DEFAULT_POLL_INTERVAL, |d| d.get_ref().0),
+        filter: section
+            .filter
+            .as_ref()
+            .map(|f| f.get_ref().clone())
+            .filter(|f| !f.is_empty()),
+        polling,
+    })
+}
+
+fn kind_name(kind: UpstreamAuthKind) -> &'static str {
+    match kind {
+        UpstreamAuthKind::Basic => "basic",
+        UpstreamAuthKind::Bearer => "bearer",
+        UpstreamAuthKind::Oauth2 => "oauth2",
+    }
+}
+
+/// Polling settings on a connector whose profile does not poll are a
+/// mistake worth pointing at.
+fn refuse_poll_settings(
+    source: &SourceFile,
+    section: &ConnectorSection,
+    profile: &Profile,
+    diags: &mut Diagnostics,
+) {
+    let spans = [
+        ("base_url", section.base_url.as_ref().map(|s| s.span())),
+        ("auth", section.auth.as_ref().map(|s| s.span())),
+        (
+            "poll_interval",
+            section.poll_interval.as_ref().map(|s| s.span()),
+        ),
+        ("rate_limit", section.rate_limit.as_ref().map(|s| s.span())),
+        ("timeout", section.timeout.as_ref().map(|s| s.span())),
+        ("filter", section.filter.as_ref().map(|s| s.span())),
+    ];
+    for (key, span) in spans {
+        if let Some(span) = span {
+            diags.push(source.at(
+                span,
+                format!(
+                    "`{key}` is for polled connectors; profile `{}` only receives webhooks",
+                    profile.kind()
+                ),
+            ));
+        }
+    }
 }

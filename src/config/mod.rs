@@ -558,13 +558,36 @@ impl Config {
         );
         let _ = writeln!(out, "  connectors    {}", self.connectors.len());
         for c in &self.connectors {
+            let webhook = c
+                .webhook_auth
+                .as_ref()
+                .map_or_else(|| "off".into(), WebhookAuth::describe);
             let _ = writeln!(
                 out,
-                "    {:<16} {:<14} webhook: {}",
+                "    {:<16} {:<14} webhook: {webhook}",
                 c.name.as_str(),
-                c.kind.as_str(),
-                c.webhook_auth.describe()
+                c.kind.as_str()
             );
+            if let Some(poll) = &c.poll {
+                let streams: Vec<_> = poll
+                    .polling
+                    .streams
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "    {:<16} {:<14} polls {} every {}, {}; streams: {}",
+                    "",
+                    "",
+                    poll.client.base_url,
+                    humantime::format_duration(poll.interval),
+                    poll.client
+                        .rate_limit
+                        .map_or_else(|| "no rate limit".to_string(), |r| format!("at most {r}")),
+                    streams.join(", ")
+                );
+            }
         }
         let _ = writeln!(out, "  customers     {}", self.customers.len());
         for c in &self.customers {

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::value::{CronExpr, HumanDuration, Rate, SecretRef, TimeZone};
+use super::value::{CronExpr, HumanDuration, Rate, RateLimit, SecretRef, TimeZone};
+pub use crate::connector::rest::profile::StreamOverride;
 
 /// `[daemon]`: where csmd keeps its state and how it listens.
 #[derive(Debug, Clone, Deserialize)]
@@ -224,9 +225,66 @@ pub struct ConnectorSection {
     /// How inbound webhooks of this connector are authenticated.
     #[serde(default)]
     pub webhook: Option<Spanned<WebhookSection>>,
-    /// Overrides of the profile's field mapping, `name = "source field"`.
+    /// Overrides of the profile's field mapping, `name = "source field"`
+    /// (profiles with a single record shape, like `webhook-json`).
     #[serde(default)]
     pub fields: Option<Spanned<BTreeMap<Spanned<String>, toml::Value>>>,
+    /// The upstream's URL, for polled profiles, like
+    /// `"https://example.service-now.com"`.
+    #[serde(default)]
+    pub base_url: Option<Spanned<String>>,
+    /// How csmd authenticates to the upstream it polls.
+    #[serde(default)]
+    pub auth: Option<Spanned<UpstreamAuthSection>>,
+    /// Time between two polls. Default: 5m.
+    #[serde(default)]
+    pub poll_interval: Option<Spanned<HumanDuration>>,
+    /// Most requests per period towards the upstream, or "off". Default: "10/s".
+    #[serde(default)]
+    pub rate_limit: Option<Spanned<RateLimit>>,
+    /// Timeout of one request to the upstream. Default: 30s.
+    #[serde(default)]
+    pub timeout: Option<Spanned<HumanDuration>>,
+    /// A query ANDed to every stream's, like `"company=<sys_id>"`.
+    #[serde(default)]
+    pub filter: Option<Spanned<String>>,
+    /// Per-stream overrides: `enabled`, `table`, `filter` and `fields`
+    /// (custom `u_` columns of an instance).
+    #[serde(default)]
+    pub streams: Option<Spanned<BTreeMap<String, StreamOverride>>>,
+}
+
+/// `[connector.auth]`: credentials towards a polled upstream.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamAuthSection {
+    /// `basic`, `bearer` or `oauth2`.
+    pub kind: UpstreamAuthKind,
+    /// For `basic`, and for the OAuth2 password grant.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// For `basic`, and for the OAuth2 password grant.
+    #[serde(default)]
+    pub password: Option<Spanned<SecretRef>>,
+    /// For `bearer`.
+    #[serde(default)]
+    pub token: Option<Spanned<SecretRef>>,
+    /// For `oauth2`.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// For `oauth2`.
+    #[serde(default)]
+    pub client_secret: Option<Spanned<SecretRef>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamAuthKind {
+    Basic,
+    Bearer,
+    /// OAuth2: the password grant when `username` is set, client
+    /// credentials otherwise.
+    Oauth2,
 }
 
 /// `[connector.webhook]`

@@ -88,6 +88,36 @@ impl fmt::Display for Rate {
     }
 }
 
+/// A rate limit: a [`Rate`], or "off".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateLimit {
+    Off,
+    Limit(Rate),
+}
+
+impl FromStr for RateLimit {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.trim() == "off" {
+            Ok(RateLimit::Off)
+        } else {
+            s.parse()
+                .map(RateLimit::Limit)
+                .map_err(|e| format!("{e}, or \"off\""))
+        }
+    }
+}
+
+impl fmt::Display for RateLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RateLimit::Off => f.write_str("off"),
+            RateLimit::Limit(rate) => rate.fmt(f),
+        }
+    }
+}
+
 /// A cron expression: the classic five fields (minute hour day month
 /// weekday) or six/seven with seconds and year, as the `cron` crate reads them.
 #[derive(Debug, Clone)]
@@ -200,6 +230,7 @@ macro_rules! deserialize_from_str {
 deserialize_from_str! {
     HumanDuration => "a duration like \"90s\", \"5m\" or \"5d\"",
     Rate => "a rate like \"10/s\"",
+    RateLimit => "a rate like \"10/s\", or \"off\"",
     CronExpr => "a cron expression like \"0 7 1 * *\"",
     TimeZone => "an IANA time zone name like \"Europe/Paris\"",
 }
@@ -434,4 +465,4 @@ macro_rules! serialize_display {
     )*};
 }
 
-serialize_display!(HumanDuration, Rate, CronExpr, TimeZone);
+serialize_display!(HumanDuration, Rate, RateLimit, CronExpr, TimeZone);

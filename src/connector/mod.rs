@@ -2,7 +2,11 @@
 //! is one arm of [`ConnectorKind`] and [`Parser`], one module here, and one
 //! folder under `connectors/` with its declarative `profile.toml`.
 
+pub mod rest;
+pub mod servicenow;
 pub mod webhook_json;
+
+use std::collections::BTreeMap;
 
 use std::fmt;
 use std::path::Path;
@@ -20,14 +24,18 @@ use crate::model::Event;
 pub enum ConnectorKind {
     /// A generic JSON webhook mapped with JSON pointers.
     WebhookJson,
+    /// The ServiceNow Table API, polled, plus records pushed by business rules.
+    ServiceNow,
 }
 
 impl ConnectorKind {
-    pub const ALL: &'static [ConnectorKind] = &[ConnectorKind::WebhookJson];
+    pub const ALL: &'static [ConnectorKind] =
+        &[ConnectorKind::WebhookJson, ConnectorKind::ServiceNow];
 
     pub fn as_str(self) -> &'static str {
         match self {
             ConnectorKind::WebhookJson => "webhook-json",
+            ConnectorKind::ServiceNow => "servicenow",
         }
     }
 }
@@ -60,6 +68,7 @@ impl fmt::Display for ConnectorKind {
 #[derive(Debug, Clone)]
 pub enum Profile {
     WebhookJson(webhook_json::Profile),
+    ServiceNow(Box<rest::profile::RestProfile>),
 }
 
 /// A connector's parser for inbound webhook bodies: the profile with the
@@ -67,6 +76,22 @@ pub enum Profile {
 #[derive(Debug, Clone)]
 pub enum Parser {
     WebhookJson(webhook_json::Mapping),
+    ServiceNow(servicenow::Push),
+}
+
+/// A connector built from its profile and overrides: how it parses
+/// webhooks, and how it polls when its profile polls.
+#[derive(Debug, Clone)]
+pub struct Built {
+    pub parser: Parser,
+    pub polling: Option<Polling>,
+}
+
+/// What a polled profile reads, with the connector's overrides applied.
+#[derive(Debug, Clone)]
+pub struct Polling {
+    pub api: rest::profile::Api,
+    pub streams: Vec<rest::profile::Stream>,
 }
 
 /// A problem with a profile's field mapping or a connector's override of it.
@@ -111,25 +136,80 @@ impl Profile {
             ConnectorKind::WebhookJson => toml::from_str(&text)
                 .map(Profile::WebhookJson)
                 .map_err(|e| vec![source.from_toml(&e)]),
+            ConnectorKind::ServiceNow => toml::from_str(&text)
+                .map(|p| Profile::ServiceNow(Box::new(p)))
+                .map_err(|e| vec![source.from_toml(&e)]),
         }
     }
 
     pub fn kind(&self) -> ConnectorKind {
         match self {
             Profile::WebhookJson(_) => ConnectorKind::WebhookJson,
+            Profile::ServiceNow(_) => ConnectorKind::ServiceNow,
         }
     }
 
     pub fn description(&self) -> &str {
         match self {
             Profile::WebhookJson(p) => &p.description,
+            Profile::ServiceNow(p) => &p.description,
         }
     }
 
-    /// Applies a connector's `[connector.fields]` overrides.
-    pub fn parser(&self, overrides: &toml::Table) -> Result<Parser, Vec<MappingError>> {
+    /// Whether connectors of this profile poll an upstream.
+    pub fn polls(&self) -> bool {
+        matches!(self, Profile::ServiceNow(_))
+    }
+
+    /// Applies a connector's overrides: `[connector.fields]` for profiles
+    /// with one record shape, `[connector.streams.*]` for polled ones.
+    pub fn build(
+        &self,
+        fields: &toml::Table,
+        streams: &BTreeMap<String, rest::profile::StreamOverride>,
+    ) -> Result<Built, Vec<MappingError>> {
+        let unsupported = |what: &str| MappingError {
+            field: None,
+            message: format!("profile `{}` has no {what}", self.kind()),
+        };
         match self {
-            Profile::WebhookJson(p) => p.mapping(overrides).map(Parser::WebhookJson),
+            Profile::WebhookJson(p) => {
+                if !streams.is_empty() {
+                    return Err(vec![unsupported("streams; use [connector.fields]")]);
+                }
+                let parser = p.mapping(fields).map(Parser::WebhookJson)?;
+                Ok(Built {
+                    parser,
+                    polling: None,
+                })
+            }
+            Profile::ServiceNow(p) => {
+                if !fields.is_empty() {
+                    return Err(vec![unsupported(
+                        "[connector.fields]; override per stream in [connector.streams.NAME] fields",
+                    )]);
+                }
+                let streams = p.streams(streams).map_err(|errors| {
+                    errors
+                        .into_iter()
+                        .map(|message| MappingError {
+                            field: None,
+                            message,
+                        })
+                        .collect::<Vec<_>>()
+                })?;
+                let parser = Parser::ServiceNow(servicenow::Push::new(
+                    streams.clone(),
+                    p.api.time_format.clone(),
+                ));
+                Ok(Built {
+                    parser,
+                    polling: Some(Polling {
+                        api: p.api.clone(),
+                        streams,
+                    }),
+                })
+            }
         }
     }
 }
@@ -139,6 +219,7 @@ impl Parser {
     pub fn parse(&self, body: &[u8]) -> Result<Vec<Event>, ParseError> {
         match self {
             Parser::WebhookJson(mapping) => mapping.parse(body),
+            Parser::ServiceNow(push) => push.parse(body),
         }
     }
 }

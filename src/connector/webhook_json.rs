@@ -256,11 +256,15 @@ mod tests {
         let body = include_bytes!("../../connectors/webhook-json/fixtures/two-alerts.json");
         let events = mapping().parse(body).expect("fixture parses");
         assert_eq!(events.len(), 2);
-        let Event::Alert(first) = &events[0];
+        let Event::Alert(first) = &events[0] else {
+            panic!("not an alert")
+        };
         assert_eq!(first.status, AlertStatus::Firing);
         assert_eq!(first.ci.as_deref(), Some("core-sw-par-01"));
         assert!(first.starts_at.is_some());
-        let Event::Alert(second) = &events[1];
+        let Event::Alert(second) = &events[1] else {
+            panic!("not an alert")
+        };
         assert_eq!(second.status, AlertStatus::Resolved);
     }
 
@@ -294,9 +298,13 @@ mod tests {
         let profile: Profile = toml::from_str(&profile_text).unwrap();
         let custom = profile.mapping(&overrides).unwrap();
         let body = br#"{"alerts":[{"id":"a","status":"firing","summary":"x","ci":"old","labels":{"u_host":"new"}}]}"#;
-        let Event::Alert(a) = &custom.parse(body).unwrap()[0];
+        let Event::Alert(a) = &custom.parse(body).unwrap()[0] else {
+            panic!("not an alert")
+        };
         assert_eq!(a.ci.as_deref(), Some("new"));
-        let Event::Alert(a) = &m.parse(body).unwrap()[0];
+        let Event::Alert(a) = &m.parse(body).unwrap()[0] else {
+            panic!("not an alert")
+        };
         assert_eq!(a.ci.as_deref(), Some("old"));
         overrides.insert("hostname".into(), toml::Value::String("/h".into()));
         assert!(

@@ -21,6 +21,13 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/customers/{id}", get(show_customer))
         .route("/events", get(list_events))
         .route("/events/{seq}", get(show_event))
+        .route("/connectors", get(list_connectors))
+        .route(
+            "/connectors/{name}/sync",
+            axum::routing::post(sync_connector),
+        )
+        .route("/records/{kind}", get(list_records))
+        .route("/records/{kind}/{id}", get(show_record))
         .route_layer(middleware::from_fn_with_state(state, require_admin))
 }
 
@@ -107,4 +114,105 @@ async fn show_event(
         .journal_entry(seq)?
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no event {seq}")))?;
     Ok(Json(json!(entry)))
+}
+
+async fn list_connectors(State(state): State<Arc<AppState>>) -> Json<Value> {
+    let config = state.config.load();
+    let connectors: Vec<Value> = config
+        .connectors
+        .iter()
+        .map(|c| {
+            let health = state.pollers.get(c.name.as_str()).map(|p| p.health());
+            json!({
+                "name": c.name,
+                "kind": c.kind,
+                "webhook": c.webhook_auth.as_ref().map_or_else(|| "off".to_string(), |a| a.describe()),
+                "polls": c.poll.as_ref().map(|p| json!({
+                    "base_url": p.client.base_url.to_string(),
+                    "interval_seconds": p.interval.as_secs(),
+                    "streams": p.polling.streams.iter().map(|s| &s.name).collect::<Vec<_>>(),
+                })),
+                "ok": health.as_ref().map(|h| h.ok()),
+                "health": health,
+            })
+        })
+        .collect();
+    Json(json!({ "connectors": connectors }))
+}
+
+async fn sync_connector(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let config = state.config.load();
+    if config.connector(&name).is_none() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no connector named {name:?}"),
+        ));
+    }
+    let poller = state.pollers.get(&name).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            format!("connector {name:?} does not poll; it only receives webhooks"),
+        )
+    })?;
+    let report = poller.sync_now().await.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the daemon is shutting down",
+        )
+    })?;
+    Ok(Json(json!(report)))
+}
+
+/// The stores of ITSM records, by the name used in the API.
+const RECORD_KINDS: &[&str] = &[
+    "accounts",
+    "contacts",
+    "cis",
+    "install_base",
+    "incidents",
+    "changes",
+    "change_cis",
+    "problems",
+    "problem_tasks",
+];
+
+fn record_kind(kind: &str) -> Result<&'static str, ApiError> {
+    RECORD_KINDS
+        .iter()
+        .copied()
+        .find(|k| *k == kind)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "no record kind {kind:?}; kinds: {}",
+                    RECORD_KINDS.join(", ")
+                ),
+            )
+        })
+}
+
+async fn list_records(
+    State(state): State<Arc<AppState>>,
+    Path(kind): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let kind = record_kind(&kind)?;
+    Ok(Json(
+        json!({ "kind": kind, "count": state.store.itsm_count(kind)? }),
+    ))
+}
+
+async fn show_record(
+    State(state): State<Arc<AppState>>,
+    Path((kind, id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let kind = record_kind(&kind)?;
+    let record = state
+        .store
+        .itsm_record(kind, &id)?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no {kind} record {id}")))?;
+    Ok(Json(json!(record)))
 }

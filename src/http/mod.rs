@@ -5,6 +5,7 @@ mod admin;
 pub mod auth;
 mod webhook;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -16,6 +17,7 @@ use axum::routing::{get, post};
 use serde_json::json;
 
 use crate::config::Config;
+use crate::connector::rest::task::PollerHandle;
 use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::store::journal::Journal;
@@ -27,6 +29,8 @@ pub struct AppState {
     pub store: Store,
     pub journal: Journal,
     pub metrics: Arc<Metrics>,
+    /// Polled connectors, by name.
+    pub pollers: BTreeMap<String, PollerHandle>,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -94,10 +98,16 @@ async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         "status": if store_ok { "ready" } else { "not ready" },
         "store": if store_ok { "ok" } else { "failing writes" },
         "config": config.path.display().to_string(),
-        "connectors": config.connectors.iter().map(|c| json!({
-            "name": c.name,
-            "kind": c.kind,
-        })).collect::<Vec<_>>(),
+        "connectors": config.connectors.iter().map(|c| {
+            let mut entry = json!({ "name": c.name, "kind": c.kind });
+            // Polled connectors also say how their last sync went.
+            if let Some(health) = state.pollers.get(c.name.as_str()).map(|p| p.health()) {
+                entry["ok"] = json!(health.ok());
+                entry["last_success"] = json!(health.last_success);
+                entry["last_error"] = json!(health.last_error);
+            }
+            entry
+        }).collect::<Vec<_>>(),
         "customers": config.customers.len(),
     });
     let status = if store_ok {

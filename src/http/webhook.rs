@@ -40,8 +40,15 @@ pub async fn receive(
     let body = read_body(&headers, body, config.daemon.max_body_bytes)
         .await
         .map_err(|(status, reason, message)| reject(status, reason, message))?;
+    let Some(auth) = &connector.webhook_auth else {
+        return Err(reject(
+            StatusCode::NOT_FOUND,
+            "webhooks_off",
+            format!("connector {name:?} takes no webhooks: it has no [connector.webhook] section"),
+        ));
+    };
     let now = chrono::Utc::now().timestamp();
-    let delivery_id = verify_webhook(&connector.webhook_auth, &headers, &body, now)
+    let delivery_id = verify_webhook(auth, &headers, &body, now)
         .map_err(|f| reject(StatusCode::UNAUTHORIZED, f.reason, f.message))?;
     let events = connector
         .parser
@@ -52,6 +59,7 @@ pub async fn receive(
         connector: connector.name.clone(),
         delivery_id: delivery_id.clone(),
         events,
+        cursor: None,
     };
     match state.journal.append(append).await {
         Ok(Appended::Stored { first_seq, count }) => {

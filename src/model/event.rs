@@ -4,12 +4,15 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::ConnectorName;
+use super::itsm::ItsmRecord;
 
 /// One normalised inbound event. Each source kind adds its own variant.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
     Alert(AlertEvent),
+    /// A record read from (or pushed by) the ITSM.
+    Itsm(ItsmRecord),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

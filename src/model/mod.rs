@@ -3,6 +3,7 @@
 
 mod event;
 mod ids;
+pub mod itsm;
 
 pub use event::{AlertEvent, AlertStatus, Event, JournalEntry};
 pub use ids::{ConnectorName, CustomerId, IdError};

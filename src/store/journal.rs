@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{Store, StoreError};
 use crate::metrics::{ConnectorLabels, Metrics};
@@ -28,7 +28,7 @@ const QUEUE_DEPTH: usize = 8192;
 /// How often delivery ids older than the retention are swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(600);
 
-/// Events of one inbound delivery.
+/// Events of one inbound delivery, or one page of a poll.
 #[derive(Debug)]
 pub struct Append {
     pub connector: ConnectorName,
@@ -36,6 +36,16 @@ pub struct Append {
     /// same connector is not stored again.
     pub delivery_id: Option<String>,
     pub events: Vec<Event>,
+    /// A poller's position after these events, stored in the same
+    /// transaction so a crash can neither skip nor lose a page.
+    pub cursor: Option<CursorUpdate>,
+}
+
+/// A source position to store with an append.
+#[derive(Debug, Clone)]
+pub struct CursorUpdate {
+    pub key: String,
+    pub value: Vec<u8>,
 }
 
 /// What an append did.
@@ -75,6 +85,7 @@ struct Request {
 pub struct Journal {
     queue: mpsc::Sender<Request>,
     healthy: Arc<AtomicBool>,
+    durable: watch::Receiver<u64>,
 }
 
 impl Journal {
@@ -96,7 +107,9 @@ impl Journal {
             }
             None => 1,
         };
+        let (durable_tx, durable) = watch::channel(next_seq - 1);
         let committer = Committer {
+            durable: durable_tx,
             store: store.clone(),
             metrics,
             healthy: healthy.clone(),
@@ -110,7 +123,14 @@ impl Journal {
             .map_err(|e| {
                 StoreError::Transaction(format!("cannot start the journal thread: {e}"))
             })?;
-        Ok((Journal { queue, healthy }, handle))
+        Ok((
+            Journal {
+                queue,
+                healthy,
+                durable,
+            },
+            handle,
+        ))
     }
 
     /// Appends one delivery's events and waits until they are durable.
@@ -123,6 +143,12 @@ impl Journal {
         answer.await.map_err(|_| AppendError::Closed)?
     }
 
+    /// The sequence number of the last durable entry, updated after each
+    /// group commit; processors wait on it.
+    pub fn durable(&self) -> watch::Receiver<u64> {
+        self.durable.clone()
+    }
+
     /// False after a failed write or flush, until one succeeds again.
     pub fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
@@ -130,6 +156,7 @@ impl Journal {
 }
 
 struct Committer {
+    durable: watch::Sender<u64>,
     store: Store,
     metrics: Arc<Metrics>,
     healthy: Arc<AtomicBool>,
@@ -174,6 +201,7 @@ impl Committer {
         match result {
             Ok(outcomes) => {
                 self.healthy.store(true, Ordering::Relaxed);
+                self.durable.send_replace(self.next_seq - 1);
                 for (request, outcome) in group.drain(..).zip(outcomes) {
                     if let Appended::Stored { count, .. } = outcome {
                         self.metrics
@@ -206,9 +234,10 @@ impl Committer {
     ) -> Result<Vec<Appended>, StoreError> {
         let journal = self.store.journal.raw();
         let deliveries = &self.store.deliveries;
+        let cursors = &self.store.cursors;
         let start_seq = self.next_seq;
-        let (outcomes, next_seq) = (journal, deliveries)
-            .transaction(|(journal, deliveries)| {
+        let (outcomes, next_seq) = (journal, deliveries, cursors)
+            .transaction(|(journal, deliveries, cursors)| {
                 let mut seq = start_seq;
                 let mut outcomes = Vec::with_capacity(group.len());
                 for Request { append, .. } in group {
@@ -244,6 +273,9 @@ impl Committer {
                             .map_err(|e| ConflictableTransactionError::Abort(e.to_string()))?;
                         journal.insert(&seq.to_be_bytes(), bytes)?;
                         seq += 1;
+                    }
+                    if let Some(cursor) = &append.cursor {
+                        cursors.insert(cursor.key.as_bytes(), cursor.value.as_slice())?;
                     }
                     outcomes.push(Appended::Stored {
                         first_seq,

@@ -2,6 +2,7 @@
 //! key encodings, checks the schema version at open, and hands out the
 //! ingest [`journal`].
 
+mod itsm;
 pub mod journal;
 mod typed;
 
@@ -9,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use crate::config::Customer;
 use crate::model::{CustomerId, JournalEntry};
+pub use itsm::Applied;
 pub use typed::TypedTree;
 
 /// Bumped whenever a tree's key or value encoding changes incompatibly.
@@ -23,9 +25,15 @@ const TREE_NAMES: &[&str] = &[
     "journal",
     "deliveries",
     "customers",
+    "accounts",
+    "contacts",
+    "cis",
     "install_base",
     "incidents",
     "changes",
+    "change_cis",
+    "problems",
+    "problem_tasks",
     "alerts",
     "sip",
     "integrity",
@@ -73,6 +81,8 @@ pub struct Store {
     customers: TypedTree<Customer>,
     journal: TypedTree<JournalEntry>,
     deliveries: sled::Tree,
+    cursors: sled::Tree,
+    meta: sled::Tree,
 }
 
 impl Store {
@@ -105,6 +115,8 @@ impl Store {
             customers: TypedTree::new("customers", db.open_tree("customers")?),
             journal: TypedTree::new("journal", db.open_tree("journal")?),
             deliveries: db.open_tree("deliveries")?,
+            cursors: db.open_tree("cursors")?,
+            meta: db.open_tree("meta")?,
             db,
             path,
         })

@@ -1,0 +1,179 @@
+//! The declarative profile of a polled REST upstream (`profile.toml`):
+//! endpoints, pagination, the incremental cursor as a query template, and
+//! per-stream field mappings onto csmd's record kinds.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::records::RecordKind;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestProfile {
+    pub kind: String,
+    pub description: String,
+    pub api: Api,
+    pub streams: BTreeMap<String, StreamProfile>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Api {
+    /// Path of a table; `{table}` is replaced by the stream's table.
+    pub table_path: String,
+    /// JSON pointer to the array of records in a response.
+    pub records: String,
+    pub page_size: usize,
+    /// chrono format of the upstream's datetimes, which are UTC.
+    pub time_format: String,
+    /// Header with the number of records matching the query.
+    pub total_header: String,
+    pub limit_param: String,
+    pub offset_param: String,
+    pub query_param: String,
+    pub fields_param: String,
+    /// Query parameters sent with every read.
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+    pub cursor: CursorProfile,
+    #[serde(default)]
+    pub oauth: Option<OAuthProfile>,
+    #[serde(default)]
+    pub write: Option<WriteProfile>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CursorProfile {
+    /// The field holding a record's last update.
+    pub updated: String,
+    /// The field holding a record's unique id.
+    pub id: String,
+    /// Query selecting records after the cursor; `{updated}` and `{id}` are
+    /// the last stored record's values.
+    pub after: String,
+    /// Query clause ordering records by the cursor.
+    pub order: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthProfile {
+    pub token_path: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WriteProfile {
+    /// The field carrying csmd's key on records it creates.
+    pub correlation_field: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamProfile {
+    pub table: String,
+    pub record: RecordKind,
+    /// Extra query ANDed to every read of this stream.
+    #[serde(default)]
+    pub filter: String,
+    /// csmd field → upstream field.
+    pub fields: BTreeMap<String, String>,
+}
+
+/// A stream with the connector's overrides applied.
+#[derive(Debug, Clone)]
+pub struct Stream {
+    pub name: String,
+    pub table: String,
+    pub record: RecordKind,
+    pub filter: String,
+    pub fields: BTreeMap<&'static str, String>,
+}
+
+/// `[connector.streams.NAME]` in csmd.toml.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamOverride {
+    /// Read this stream at all (default true).
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// Another table name (a custom table or a view).
+    #[serde(default)]
+    pub table: Option<String>,
+    /// Extra query ANDed to the profile's.
+    #[serde(default)]
+    pub filter: Option<String>,
+    /// csmd field → upstream field, replacing the profile's (custom `u_`
+    /// fields of an instance).
+    #[serde(default)]
+    pub fields: BTreeMap<String, String>,
+}
+
+impl RestProfile {
+    /// The enabled streams with `overrides` applied; errors are messages
+    /// naming the stream and field.
+    pub fn streams(
+        &self,
+        overrides: &BTreeMap<String, StreamOverride>,
+    ) -> Result<Vec<Stream>, Vec<String>> {
+        let mut errors = Vec::new();
+        for name in overrides.keys() {
+            if !self.streams.contains_key(name) {
+                let known: Vec<_> = self.streams.keys().map(String::as_str).collect();
+                errors.push(format!(
+                    "unknown stream `{name}`; this profile has {}",
+                    known.join(", ")
+                ));
+            }
+        }
+        let mut streams = Vec::new();
+        for (name, profile) in &self.streams {
+            let over = overrides.get(name).cloned().unwrap_or_default();
+            if over.enabled == Some(false) {
+                continue;
+            }
+            let mut fields = BTreeMap::new();
+            for (field, column) in profile.fields.iter().chain(&over.fields) {
+                match profile.record.field(field) {
+                    Some(known) => {
+                        fields.insert(known, column.clone());
+                    }
+                    None => errors.push(format!(
+                        "stream `{name}`: unknown field `{field}` for {} records; known fields: {}",
+                        profile.record.as_str(),
+                        profile.record.fields().join(", ")
+                    )),
+                }
+            }
+            for required in profile.record.required() {
+                if !fields.contains_key(required) {
+                    errors.push(format!(
+                        "stream `{name}`: field `{required}` has no mapping"
+                    ));
+                }
+            }
+            let filter = [
+                profile.filter.as_str(),
+                over.filter.as_deref().unwrap_or(""),
+            ]
+            .into_iter()
+            .filter(|f| !f.is_empty())
+            .collect::<Vec<_>>()
+            .join("^");
+            streams.push(Stream {
+                name: name.clone(),
+                table: over.table.unwrap_or_else(|| profile.table.clone()),
+                record: profile.record,
+                filter,
+                fields,
+            });
+        }
+        if errors.is_empty() {
+            Ok(streams)
+        } else {
+            Err(errors)
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! Records read from the ITSM (ServiceNow-shaped), normalised. Each carries
+//! the upstream's record id (`sys_id`) and its last update time, which is
+//! what makes applying the same record twice, or an older copy after a
+//! newer one, change nothing.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// One ITSM record of any kind.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ItsmRecord {
+    Account(Account),
+    Contact(Contact),
+    Ci(Ci),
+    InstallBaseItem(InstallBaseItem),
+    Incident(Incident),
+    Change(Change),
+    ChangeCi(ChangeCi),
+    Problem(Problem),
+    ProblemTask(ProblemTask),
+}
+
+impl ItsmRecord {
+    pub fn id(&self) -> &str {
+        match self {
+            ItsmRecord::Account(r) => &r.id,
+            ItsmRecord::Contact(r) => &r.id,
+            ItsmRecord::Ci(r) => &r.id,
+            ItsmRecord::InstallBaseItem(r) => &r.id,
+            ItsmRecord::Incident(r) => &r.id,
+            ItsmRecord::Change(r) => &r.id,
+            ItsmRecord::ChangeCi(r) => &r.id,
+            ItsmRecord::Problem(r) => &r.id,
+            ItsmRecord::ProblemTask(r) => &r.id,
+        }
+    }
+
+    pub fn updated_at(&self) -> DateTime<Utc> {
+        match self {
+            ItsmRecord::Account(r) => r.updated_at,
+            ItsmRecord::Contact(r) => r.updated_at,
+            ItsmRecord::Ci(r) => r.updated_at,
+            ItsmRecord::InstallBaseItem(r) => r.updated_at,
+            ItsmRecord::Incident(r) => r.updated_at,
+            ItsmRecord::Change(r) => r.updated_at,
+            ItsmRecord::ChangeCi(r) => r.updated_at,
+            ItsmRecord::Problem(r) => r.updated_at,
+            ItsmRecord::ProblemTask(r) => r.updated_at,
+        }
+    }
+
+    /// The store tree holding records of this kind.
+    pub fn tree(&self) -> &'static str {
+        match self {
+            ItsmRecord::Account(_) => "accounts",
+            ItsmRecord::Contact(_) => "contacts",
+            ItsmRecord::Ci(_) => "cis",
+            ItsmRecord::InstallBaseItem(_) => "install_base",
+            ItsmRecord::Incident(_) => "incidents",
+            ItsmRecord::Change(_) => "changes",
+            ItsmRecord::ChangeCi(_) => "change_cis",
+            ItsmRecord::Problem(_) => "problems",
+            ItsmRecord::ProblemTask(_) => "problem_tasks",
+        }
+    }
+}
+
+/// `customer_account`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Account {
+    pub id: String,
+    pub number: Option<String>,
+    pub name: String,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// `customer_contact`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Contact {
+    pub id: String,
+    pub account: Option<String>,
+    pub name: String,
+    pub email: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A configuration item (`cmdb_ci` and its classes).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ci {
+    pub id: String,
+    pub name: String,
+    pub class: Option<String>,
+    /// `install_status`: 1 installed, 7 retired, … (ServiceNow's choice list).
+    pub install_status: Option<i64>,
+    pub operational_status: Option<i64>,
+    /// The owning customer's account or company.
+    pub account: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// `sn_install_base_item`: which customer uses which CI or service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstallBaseItem {
+    pub id: String,
+    pub account: Option<String>,
+    pub ci: Option<String>,
+    pub service: Option<String>,
+    pub state: Option<String>,
+    pub uninstall_date: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Incident states (ServiceNow's `incident.state` choice list).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IncidentState {
+    New,
+    InProgress,
+    OnHold,
+    Resolved,
+    Closed,
+    Canceled,
+    Other(i64),
+}
+
+impl IncidentState {
+    pub fn from_code(code: i64) -> Self {
+        match code {
+            1 => IncidentState::New,
+            2 => IncidentState::InProgress,
+            3 => IncidentState::OnHold,
+            6 => IncidentState::Resolved,
+            7 => IncidentState::Closed,
+            8 => IncidentState::Canceled,
+            other => IncidentState::Other(other),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Incident {
+    pub id: String,
+    pub number: String,
+    /// 1 (critical) to 5 (planning).
+    pub priority: Option<u8>,
+    pub state: IncidentState,
+    pub short_description: Option<String>,
+    pub opened_at: Option<DateTime<Utc>>,
+    /// First response, when the instance records it (often a `u_` field).
+    pub responded_at: Option<DateTime<Utc>>,
+    pub resolved_at: Option<DateTime<Utc>>,
+    pub closed_at: Option<DateTime<Utc>>,
+    /// Time spent on hold, which does not count against resolution targets.
+    pub on_hold_seconds: Option<i64>,
+    pub ci: Option<String>,
+    pub service: Option<String>,
+    pub account: Option<String>,
+    pub company: Option<String>,
+    pub major: bool,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Change request states (ServiceNow's `change_request.state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeState {
+    New,
+    Assess,
+    Authorize,
+    Scheduled,
+    Implement,
+    Review,
+    Closed,
+    Canceled,
+    Other(i64),
+}
+
+impl ChangeState {
+    pub fn from_code(code: i64) -> Self {
+        match code {
+            -5 => ChangeState::New,
+            -4 => ChangeState::Assess,
+            -3 => ChangeState::Authorize,
+            -2 => ChangeState::Scheduled,
+            -1 => ChangeState::Implement,
+            0 => ChangeState::Review,
+            3 => ChangeState::Closed,
+            4 => ChangeState::Canceled,
+            other => ChangeState::Other(other),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Change {
+    pub id: String,
+    pub number: String,
+    pub state: ChangeState,
+    /// `standard`, `normal` or `emergency`.
+    pub change_type: Option<String>,
+    pub short_description: Option<String>,
+    pub planned_start: Option<DateTime<Utc>>,
+    pub planned_end: Option<DateTime<Utc>>,
+    pub work_start: Option<DateTime<Utc>>,
+    pub work_end: Option<DateTime<Utc>>,
+    /// `successful`, `successful_issues` or `unsuccessful`.
+    pub close_code: Option<String>,
+    pub ci: Option<String>,
+    pub billable: bool,
+    pub customer_requested: bool,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// `task_ci`: one CI affected by a change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChangeCi {
+    pub id: String,
+    pub change: String,
+    pub ci: String,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Problem {
+    pub id: String,
+    pub number: String,
+    pub state: Option<i64>,
+    pub short_description: Option<String>,
+    /// The root cause analysis.
+    pub cause_notes: Option<String>,
+    pub fix_notes: Option<String>,
+    pub ci: Option<String>,
+    pub service: Option<String>,
+    pub account: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// `problem_task`: an RCA action item.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProblemTask {
+    pub id: String,
+    pub number: String,
+    pub problem: String,
+    pub state: Option<i64>,
+    pub short_description: Option<String>,
+    pub assigned_to: Option<String>,
+    pub due_date: Option<DateTime<Utc>>,
+    pub closed_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
