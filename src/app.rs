@@ -20,6 +20,7 @@ use tokio_util::task::TaskTracker;
 use crate::connector::rest::client::RestClient;
 use crate::connector::rest::poll::Poller;
 use crate::connector::rest::task::{self, PollerHandle};
+use crate::connector::rest::writer::{self, Writer, WriterHandle};
 use crate::engine;
 
 use crate::config::{self, Config, LogFormat};
@@ -90,7 +91,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         journal.durable(),
         shutdown.clone(),
     ));
-    let pollers = start_pollers(&config, &store, &journal, &metrics, &shutdown, &tasks)?;
+    let (pollers, writers) = start_pollers(&config, &store, &journal, &metrics, &shutdown, &tasks)?;
     tasks.close();
     let state = Arc::new(AppState {
         config: ArcSwap::from_pointee(config),
@@ -98,6 +99,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         journal,
         metrics,
         pollers,
+        writers,
     });
 
     let app = http::router(state.clone());
@@ -120,7 +122,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     })
 }
 
-/// One task per polled connector; each reads its upstream into the journal.
+/// One task per polled connector, reading its upstream into the journal,
+/// and one write-back worker per connector whose profile can write.
 fn start_pollers(
     config: &Config,
     store: &Store,
@@ -128,8 +131,15 @@ fn start_pollers(
     metrics: &Arc<Metrics>,
     shutdown: &CancellationToken,
     tasks: &TaskTracker,
-) -> Result<BTreeMap<String, PollerHandle>, StartError> {
+) -> Result<
+    (
+        BTreeMap<String, PollerHandle>,
+        BTreeMap<String, WriterHandle>,
+    ),
+    StartError,
+> {
     let mut pollers = BTreeMap::new();
+    let mut writers = BTreeMap::new();
     for connector in &config.connectors {
         let Some(poll) = &connector.poll else {
             continue;
@@ -139,9 +149,10 @@ fn start_pollers(
                 name: connector.name.to_string(),
                 message,
             })?;
+        let client = Arc::new(client);
         let poller = Poller {
             name: connector.name.clone(),
-            client: Arc::new(client),
+            client: client.clone(),
             api: poll.polling.api.clone(),
             streams: poll.polling.streams.clone(),
             extra_filter: poll.filter.clone(),
@@ -156,8 +167,20 @@ fn start_pollers(
             tasks,
         );
         pollers.insert(connector.name.to_string(), handle);
+        if poll.polling.api.write.is_some() {
+            let writer = Writer {
+                connector: connector.name.clone(),
+                client,
+                api: poll.polling.api.clone(),
+                store: store.clone(),
+            };
+            writers.insert(
+                connector.name.to_string(),
+                writer::spawn(writer, shutdown.clone(), tasks),
+            );
+        }
     }
-    Ok(pollers)
+    Ok((pollers, writers))
 }
 
 fn delivery_retention(config: &Config) -> Duration {

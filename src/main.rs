@@ -51,6 +51,13 @@ enum Command {
         #[arg(long)]
         connector: String,
     },
+    /// Records csmd creates and updates in the ITSM (idempotent by key).
+    Writeback {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: cli::WritebackCommand,
+    },
     /// Inbound events stored in the daemon's journal.
     Events {
         #[command(flatten)]
@@ -73,6 +80,9 @@ fn main() -> ExitCode {
         }
         Command::Sync { client, connector } => {
             block_on(async move { cli::sync(&Client::new(&client)?, &connector).await })
+        }
+        Command::Writeback { client, command } => {
+            block_on(async move { cli::writeback(&Client::new(&client)?, command).await })
         }
         Command::Events { client, args } => {
             block_on(async move { cli::events(&Client::new(&client)?, args).await })

@@ -59,11 +59,13 @@ impl Client {
     }
 
     pub async fn get(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<Value> {
-        self.request(reqwest::Method::GET, path, query).await
+        self.request(reqwest::Method::GET, path, query, None).await
     }
 
-    pub async fn post(&self, path: &str) -> anyhow::Result<Value> {
-        self.request(reqwest::Method::POST, path, &[]).await
+    /// POST, waiting as long as the daemon works on it (a sync can take
+    /// minutes).
+    pub async fn post(&self, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
+        self.request(reqwest::Method::POST, path, &[], body).await
     }
 
     async fn request(
@@ -71,11 +73,19 @@ impl Client {
         method: reqwest::Method,
         path: &str,
         query: &[(&str, String)],
+        body: Option<&Value>,
     ) -> anyhow::Result<Value> {
+        let long = method == reqwest::Method::POST;
         let mut request = self
             .http
             .request(method, format!("{}{path}", self.base))
             .query(query);
+        if long {
+            request = request.timeout(std::time::Duration::from_secs(3600));
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
         if let Some(token) = &self.token {
             request = request.bearer_auth(token.expose_secret());
         }

@@ -166,7 +166,7 @@ pub async fn connectors(client: &Client) -> anyhow::Result<()> {
 /// when a stream failed.
 pub async fn sync(client: &Client, connector: &str) -> anyhow::Result<()> {
     let report = client
-        .post(&format!("/api/v1/connectors/{connector}/sync"))
+        .post(&format!("/api/v1/connectors/{connector}/sync"), None)
         .await?;
     if client.json {
         print_json(&report)?;
@@ -213,4 +213,135 @@ fn short_time(value: &serde_json::Value) -> String {
         .take(19)
         .collect::<String>()
         .replace('T', " ")
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WritebackCommand {
+    /// Records csmd creates or updates in the ITSM, and how far each got.
+    List {
+        #[arg(long)]
+        connector: Option<String>,
+        /// pending, done or failed.
+        #[arg(long)]
+        status: Option<String>,
+    },
+    /// One queued write with its error, if any.
+    Show {
+        #[arg(long)]
+        connector: String,
+        key: String,
+    },
+    /// Create a record in the ITSM, once per key however often it is asked.
+    Create {
+        #[arg(long)]
+        connector: String,
+        #[arg(long)]
+        table: String,
+        /// csmd's key for the record (goes into its correlation field).
+        #[arg(long)]
+        key: String,
+        /// A field of the record, as name=value; repeat for more.
+        #[arg(long = "field", value_parser = parse_field)]
+        fields: Vec<(String, String)>,
+    },
+    /// Set fields on a record created through csmd.
+    Update {
+        #[arg(long)]
+        connector: String,
+        key: String,
+        #[arg(long = "field", value_parser = parse_field)]
+        fields: Vec<(String, String)>,
+    },
+}
+
+fn parse_field(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("{s:?} is not name=value"))
+}
+
+fn fields_json(fields: Vec<(String, String)>) -> serde_json::Value {
+    serde_json::Value::Object(
+        fields
+            .into_iter()
+            .map(|(k, v)| (k, serde_json::Value::String(v)))
+            .collect(),
+    )
+}
+
+pub async fn writeback(client: &Client, command: WritebackCommand) -> anyhow::Result<()> {
+    let body = match command {
+        WritebackCommand::List { connector, status } => {
+            let mut query = Vec::new();
+            if let Some(c) = connector {
+                query.push(("connector", c));
+            }
+            if let Some(s) = status {
+                query.push(("status", s));
+            }
+            let body = client.get("/api/v1/writes", &query).await?;
+            if client.json {
+                return print_json(&body);
+            }
+            let mut table = Table::new([
+                "CONNECTOR",
+                "KEY",
+                "TABLE",
+                "STATUS",
+                "RECORD",
+                "ATTEMPTS",
+                "UPDATES PENDING",
+                "LAST ERROR",
+            ]);
+            for w in body["writes"].as_array().into_iter().flatten() {
+                table.row([
+                    text(&w["connector"]),
+                    text(&w["key"]),
+                    text(&w["table"]),
+                    text(&w["status"]),
+                    text(&w["record_id"]),
+                    text(&w["attempts"]),
+                    w["updates"].as_array().map_or(0, Vec::len).to_string(),
+                    text(&w["last_error"]),
+                ]);
+            }
+            table.print();
+            return Ok(());
+        }
+        WritebackCommand::Show { connector, key } => {
+            client
+                .get(&format!("/api/v1/connectors/{connector}/writes/{key}"), &[])
+                .await?
+        }
+        WritebackCommand::Create {
+            connector,
+            table,
+            key,
+            fields,
+        } => {
+            let request =
+                serde_json::json!({ "key": key, "table": table, "fields": fields_json(fields) });
+            client
+                .post(
+                    &format!("/api/v1/connectors/{connector}/writes"),
+                    Some(&request),
+                )
+                .await?
+        }
+        WritebackCommand::Update {
+            connector,
+            key,
+            fields,
+        } => {
+            let request = serde_json::json!({ "fields": fields_json(fields) });
+            client
+                .post(
+                    &format!("/api/v1/connectors/{connector}/writes/{key}/updates"),
+                    Some(&request),
+                )
+                .await?
+        }
+    };
+    print_json(&body)
 }

@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use super::auth::check_bearer;
 use super::{ApiError, AppState};
 use crate::model::CustomerId;
+use crate::model::itsm::WriteStatus;
 
 pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
     Router::new()
@@ -25,6 +26,16 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route(
             "/connectors/{name}/sync",
             axum::routing::post(sync_connector),
+        )
+        .route("/writes", get(list_writes))
+        .route(
+            "/connectors/{name}/writes",
+            axum::routing::post(queue_write),
+        )
+        .route("/connectors/{name}/writes/{key}", get(show_write))
+        .route(
+            "/connectors/{name}/writes/{key}/updates",
+            axum::routing::post(queue_update),
         )
         .route("/records/{kind}", get(list_records))
         .route("/records/{kind}/{id}", get(show_record))
@@ -215,4 +226,153 @@ async fn show_record(
         .itsm_record(kind, &id)?
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no {kind} record {id}")))?;
     Ok(Json(json!(record)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WriteRequest {
+    /// csmd's key of the record; the same key never creates a second one.
+    key: String,
+    table: String,
+    fields: serde_json::Map<String, Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateRequest {
+    fields: serde_json::Map<String, Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WritesQuery {
+    connector: Option<String>,
+    status: Option<WriteStatus>,
+}
+
+/// A key is written into an encoded query (`correlation_id=KEY`), so it may
+/// hold nothing that query syntax gives a meaning to.
+fn check_write_key(key: &str) -> Result<(), ApiError> {
+    let ok = !key.is_empty()
+        && key.len() <= 100
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "key must be 1 to 100 characters from A-Z, a-z, 0-9, '-', '_', '.', ':'",
+        ))
+    }
+}
+
+fn writable(state: &AppState, name: &str) -> Result<crate::model::ConnectorName, ApiError> {
+    let config = state.config.load();
+    let connector = config.connector(name).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no connector named {name:?}"),
+        )
+    })?;
+    if !state.writers.contains_key(name) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("connector {name:?} cannot write records upstream"),
+        ));
+    }
+    Ok(connector.name.clone())
+}
+
+fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("invalid request body: {e}"),
+        )
+    })
+}
+
+async fn queue_write(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let connector = writable(&state, &name)?;
+    let request: WriteRequest = json_body(&body)?;
+    check_write_key(&request.key)?;
+    let (write, queued) = state.store.queue_write(
+        &connector,
+        &request.key,
+        &request.table,
+        request.fields,
+        chrono::Utc::now(),
+    )?;
+    if let Some(writer) = state.writers.get(&name) {
+        writer.wake();
+    }
+    let status = if queued {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(json!({ "queued": queued, "write": write }))))
+}
+
+async fn queue_update(
+    State(state): State<Arc<AppState>>,
+    Path((name, key)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let connector = writable(&state, &name)?;
+    let request: UpdateRequest = json_body(&body)?;
+    let write = state
+        .store
+        .queue_update(&connector, &key, request.fields, chrono::Utc::now())?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no write {key:?} for connector {name:?}"),
+            )
+        })?;
+    if let Some(writer) = state.writers.get(&name) {
+        writer.wake();
+    }
+    Ok((StatusCode::ACCEPTED, Json(json!({ "write": write }))))
+}
+
+async fn show_write(
+    State(state): State<Arc<AppState>>,
+    Path((name, key)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let connector: crate::model::ConnectorName =
+        name.parse().map_err(|e: crate::model::IdError| {
+            ApiError::new(StatusCode::BAD_REQUEST, e.to_string())
+        })?;
+    let write = state.store.write(&connector, &key)?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no write {key:?} for connector {name:?}"),
+        )
+    })?;
+    Ok(Json(json!(write)))
+}
+
+async fn list_writes(
+    State(state): State<Arc<AppState>>,
+    Query(query): Query<WritesQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let connector = query
+        .connector
+        .map(|c| c.parse::<crate::model::ConnectorName>())
+        .transpose()
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let writes: Vec<_> = state
+        .store
+        .writes(connector.as_ref())?
+        .into_iter()
+        .filter(|w| query.status.is_none_or(|s| w.status == s))
+        .collect();
+    Ok(Json(json!({ "writes": writes })))
 }

@@ -18,6 +18,7 @@ use serde_json::json;
 
 use crate::config::Config;
 use crate::connector::rest::task::PollerHandle;
+use crate::connector::rest::writer::WriterHandle;
 use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::store::journal::Journal;
@@ -31,6 +32,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Polled connectors, by name.
     pub pollers: BTreeMap<String, PollerHandle>,
+    /// Write-back workers, by connector name.
+    pub writers: BTreeMap<String, WriterHandle>,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {

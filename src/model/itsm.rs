@@ -249,3 +249,38 @@ pub struct ProblemTask {
     pub closed_at: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
 }
+
+/// A record csmd wants created (and then updated) in the ITSM, kept in the
+/// store until the ITSM has it, so nothing is lost or written twice.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ItsmWrite {
+    /// csmd's key, written into the record's correlation field.
+    pub key: String,
+    pub connector: crate::model::ConnectorName,
+    pub table: String,
+    /// Fields the record is created with.
+    pub fields: serde_json::Map<String, serde_json::Value>,
+    /// Updates still to apply, oldest first.
+    #[serde(default)]
+    pub updates: Vec<serde_json::Map<String, serde_json::Value>>,
+    /// The ITSM's id of the record, once created.
+    pub record_id: Option<String>,
+    pub status: WriteStatus,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub next_attempt_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteStatus {
+    /// Not (fully) written yet; retried at `next_attempt_at`.
+    Pending,
+    /// The ITSM has the record and every update.
+    Done,
+    /// Refused for good (the ITSM said the request is invalid); see
+    /// `last_error`.
+    Failed,
+}

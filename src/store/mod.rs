@@ -5,6 +5,7 @@
 mod itsm;
 pub mod journal;
 mod typed;
+mod writes;
 
 use std::path::{Path, PathBuf};
 
@@ -39,6 +40,7 @@ const TREE_NAMES: &[&str] = &[
     "integrity",
     "outbox",
     "cursors",
+    "itsm_writes",
 ];
 
 #[derive(Debug, thiserror::Error)]

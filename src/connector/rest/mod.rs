@@ -6,3 +6,5 @@ pub mod poll;
 pub mod profile;
 pub mod records;
 pub mod task;
+pub mod write;
+pub mod writer;
