@@ -91,7 +91,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         journal.durable(),
         shutdown.clone(),
     ));
-    let (pollers, writers) = start_pollers(&config, &store, &journal, &metrics, &shutdown, &tasks)?;
+    let ConnectorTasks { pollers, writers } =
+        start_pollers(&config, &store, &journal, &metrics, &shutdown, &tasks)?;
     tasks.close();
     let state = Arc::new(AppState {
         config: ArcSwap::from_pointee(config),
@@ -131,13 +132,7 @@ fn start_pollers(
     metrics: &Arc<Metrics>,
     shutdown: &CancellationToken,
     tasks: &TaskTracker,
-) -> Result<
-    (
-        BTreeMap<String, PollerHandle>,
-        BTreeMap<String, WriterHandle>,
-    ),
-    StartError,
-> {
+) -> Result<ConnectorTasks, StartError> {
     let mut pollers = BTreeMap::new();
     let mut writers = BTreeMap::new();
     for connector in &config.connectors {
@@ -180,7 +175,13 @@ fn start_pollers(
             );
         }
     }
-    Ok((pollers, writers))
+    Ok(ConnectorTasks { pollers, writers })
+}
+
+/// Handles on the connectors' background tasks, by connector name.
+struct ConnectorTasks {
+    pollers: BTreeMap<String, PollerHandle>,
+    writers: BTreeMap<String, WriterHandle>,
 }
 
 fn delivery_retention(config: &Config) -> Duration {
