@@ -89,6 +89,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     tasks.spawn(engine::run(
         store.clone(),
         journal.durable(),
+        config.daemon.journal_retention,
         shutdown.clone(),
     ));
     let ConnectorTasks { pollers, writers } =

@@ -62,6 +62,7 @@ pub struct Daemon {
     pub log_level: String,
     pub max_body_bytes: usize,
     pub shutdown_grace: Duration,
+    pub journal_retention: Duration,
 }
 
 #[derive(Debug)]
@@ -296,6 +297,7 @@ fn resolve_daemon(
         log_level: log_level.clone(),
         max_body_bytes: section.max_body_bytes,
         shutdown_grace: section.shutdown_grace.0,
+        journal_retention: section.journal_retention.0,
     }
 }
 

@@ -46,6 +46,9 @@ pub struct DaemonSection {
     /// Largest webhook body accepted, in bytes; larger ones get 413.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
+    /// How long applied events stay in the ingest journal (`csmd events`).
+    #[serde(default = "default_journal_retention")]
+    pub journal_retention: HumanDuration,
     /// How long in-flight requests may take to finish on shutdown.
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace: HumanDuration,
@@ -78,6 +81,10 @@ fn default_connector_dirs() -> Vec<PathBuf> {
 
 fn default_max_body_bytes() -> usize {
     1024 * 1024
+}
+
+fn default_journal_retention() -> HumanDuration {
+    HumanDuration::from_secs(7 * 86_400)
 }
 
 fn default_shutdown_grace() -> HumanDuration {

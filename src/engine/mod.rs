@@ -17,9 +17,24 @@ use crate::store::{Store, StoreError};
 /// Entries applied per store batch.
 const BATCH: usize = 2000;
 
-/// Applies journal entries as they become durable, until shutdown.
-pub async fn run(store: Store, mut durable: watch::Receiver<u64>, shutdown: CancellationToken) {
+/// How often applied journal entries past their retention are removed.
+const TRIM_EVERY: Duration = Duration::from_secs(60);
+
+/// Applies journal entries as they become durable, until shutdown. Entries
+/// older than `retention` are removed once applied: the journal is a
+/// buffer between sources and processors, not an archive.
+pub async fn run(
+    store: Store,
+    mut durable: watch::Receiver<u64>,
+    retention: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut last_trim = tokio::time::Instant::now();
     loop {
+        if last_trim.elapsed() >= TRIM_EVERY {
+            last_trim = tokio::time::Instant::now();
+            trim(&store, retention).await;
+        }
         match catch_up(&store).await {
             Ok(_) => {}
             Err(e) => {
@@ -33,7 +48,34 @@ pub async fn run(store: Store, mut durable: watch::Receiver<u64>, shutdown: Canc
         tokio::select! {
             _ = shutdown.cancelled() => return,
             changed = durable.changed() => if changed.is_err() { return },
+            _ = tokio::time::sleep(TRIM_EVERY) => {}
         }
+    }
+}
+
+async fn trim(store: &Store, retention: Duration) {
+    let store = store.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let cutoff = chrono::Utc::now() - retention;
+        let applied = store.engine_position()?;
+        let mut total = 0;
+        loop {
+            let removed = store.trim_journal(applied, cutoff)?;
+            total += removed;
+            if removed < 10_000 {
+                return Ok::<_, StoreError>(total);
+            }
+        }
+    })
+    .await;
+    match result {
+        Ok(Ok(0)) => {}
+        Ok(Ok(removed)) => tracing::info!(
+            removed,
+            "Trimmed applied journal entries past their retention"
+        ),
+        Ok(Err(e)) => tracing::warn!(error = %e, "Trimming the journal failed"),
+        Err(e) => tracing::warn!(error = %e, "Trimming the journal failed"),
     }
 }
 
@@ -73,4 +115,78 @@ fn apply(store: &Store, entries: &[JournalEntry]) -> Result<(), StoreError> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::metrics::Metrics;
+    use crate::model::AlertEvent;
+    use crate::store::journal::{Append, Journal};
+
+    fn alert(id: &str) -> Event {
+        Event::Alert(AlertEvent {
+            source_id: id.into(),
+            status: crate::model::AlertStatus::Firing,
+            service: None,
+            ci: None,
+            customer: None,
+            severity: None,
+            summary: "x".into(),
+            starts_at: None,
+            ends_at: None,
+        })
+    }
+
+    #[tokio::test]
+    async fn applied_entries_are_trimmed_but_sequence_numbers_never_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (journal, committer) =
+            Journal::start(&store, Arc::new(Metrics::new()), Duration::from_secs(60)).unwrap();
+        let connector: crate::model::ConnectorName = "mon".parse().unwrap();
+        for i in 0..5 {
+            let append = Append {
+                connector: connector.clone(),
+                delivery_id: None,
+                events: vec![alert(&i.to_string())],
+                cursor: None,
+            };
+            journal.append(append).await.unwrap();
+        }
+        assert_eq!(catch_up(&store).await.unwrap(), 5);
+        assert_eq!(store.engine_position().unwrap(), 5);
+
+        // Everything is applied and past a zero retention: all but the newest go.
+        let removed = store
+            .trim_journal(5, chrono::Utc::now() + chrono::Duration::seconds(1))
+            .unwrap();
+        assert_eq!(removed, 4);
+        assert_eq!(store.journal_len().unwrap(), 1);
+        drop(journal);
+        committer.join().unwrap();
+
+        // After a restart the next event gets seq 6, not 1, and is applied.
+        let (journal, committer) =
+            Journal::start(&store, Arc::new(Metrics::new()), Duration::from_secs(60)).unwrap();
+        let append = Append {
+            connector,
+            delivery_id: None,
+            events: vec![alert("6")],
+            cursor: None,
+        };
+        let outcome = journal.append(append).await.unwrap();
+        assert_eq!(
+            outcome,
+            crate::store::journal::Appended::Stored {
+                first_seq: 6,
+                count: 1
+            }
+        );
+        assert_eq!(catch_up(&store).await.unwrap(), 1);
+        drop(journal);
+        committer.join().unwrap();
+    }
 }

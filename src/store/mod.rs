@@ -183,6 +183,38 @@ impl Store {
         Ok(out)
     }
 
+    /// Deletes journal entries up to `applied` that arrived before
+    /// `cutoff`, oldest first; returns how many. Only a prefix is removed,
+    /// so sequence numbers stay contiguous, and the newest entry always
+    /// stays: it is where the next sequence number is read from at start.
+    pub fn trim_journal(
+        &self,
+        applied: u64,
+        cutoff: chrono::DateTime<chrono::Utc>,
+    ) -> Result<usize, StoreError> {
+        let newest = self
+            .journal
+            .raw()
+            .last()?
+            .and_then(|(k, _)| <[u8; 8]>::try_from(k.as_ref()).ok())
+            .map_or(0, u64::from_be_bytes);
+        let mut batch = sled::Batch::default();
+        let mut removed = 0;
+        for entry in self.journal.values() {
+            let entry = entry?;
+            if entry.seq > applied || entry.seq >= newest || entry.received_at >= cutoff {
+                break;
+            }
+            batch.remove(&entry.seq.to_be_bytes());
+            removed += 1;
+            if removed >= 10_000 {
+                break;
+            }
+        }
+        self.journal.apply_batch(batch)?;
+        Ok(removed)
+    }
+
     pub fn journal_entry(&self, seq: u64) -> Result<Option<JournalEntry>, StoreError> {
         self.journal.get(&seq.to_be_bytes())
     }
