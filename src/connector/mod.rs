@@ -25,6 +25,7 @@ pub enum ConnectorKind {
     /// A generic JSON webhook mapped with JSON pointers.
     WebhookJson,
     /// The ServiceNow Table API, polled, plus records pushed by business rules.
+    #[serde(rename = "servicenow")]
     ServiceNow,
 }
 

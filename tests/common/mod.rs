@@ -335,6 +335,18 @@ impl Api {
             .unwrap_or_else(|e| panic!("POST {path}: {e}"))
     }
 
+    /// POST a JSON body on the admin API with the configured admin token.
+    pub async fn admin_post_json(&self, path: &str, body: &Value) -> Reply {
+        self.send(
+            self.http
+                .post(self.url(path))
+                .bearer_auth(ADMIN_TOKEN)
+                .json(body),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("POST {path}: {e}"))
+    }
+
     /// GET with some bearer token.
     pub async fn send_get_with_token(&self, path: &str, token: &str) -> Reply {
         self.send(self.http.get(self.url(path)).bearer_auth(token))
