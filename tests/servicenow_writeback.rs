@@ -194,3 +194,73 @@ async fn keys_that_could_change_the_lookup_query_are_refused() {
     assert!(sn.records("sn_customerservice_case").is_empty());
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_lost_answer_to_the_create_is_recovered_by_looking_the_key_up() {
+    let sn = simulator().await;
+    let app = TestApp::start(config_for(&sn)).await;
+    // The instance creates the record, then the connection drops.
+    sn.fail_next(
+        Fault::ForMethod("POST".into(), Box::new(Fault::AnswerLost)),
+        1,
+    );
+
+    queue(&app, "csmd-case-6").await;
+    let write = wait_for_status(&app, "csmd-case-6", "done").await;
+    let cases = cases_with(&sn, "csmd-case-6");
+    assert_eq!(
+        cases.len(),
+        1,
+        "the retry found the record instead of creating a second"
+    );
+    assert_eq!(write["record_id"], cases[0]["sys_id"]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn killing_the_daemon_between_create_and_store_never_duplicates_the_record() {
+    common::install_crypto();
+    let sn = simulator().await;
+    let mut config = config_for(&sn).on_free_port();
+    config.write();
+    // The instance creates the record at once but answers only much later:
+    // csmd is killed while it waits, so it never stores the record's id.
+    sn.fail_next(
+        Fault::ForMethod(
+            "POST".into(),
+            Box::new(Fault::AnswerLate(Duration::from_secs(60))),
+        ),
+        1,
+    );
+
+    let mut daemon = common::Daemon::start(&mut config, &[]).await;
+    let body = json!({ "key": "csmd-case-7", "table": "sn_customerservice_case", "fields": { "short_description": "x" } });
+    let reply = daemon
+        .api
+        .admin_post_json("/api/v1/connectors/itsm/writes", &body)
+        .await;
+    assert_eq!(reply.status, 202, "{}", reply.text);
+    common::wait_until(
+        "the instance created the record",
+        Duration::from_secs(20),
+        || async { cases_with(&sn, "csmd-case-7").len() == 1 },
+    )
+    .await;
+    daemon.kill9();
+
+    let mut daemon = common::Daemon::start(&mut config, &[]).await;
+    let path = "/api/v1/connectors/itsm/writes/csmd-case-7";
+    common::wait_until(
+        "the write completed after the restart",
+        Duration::from_secs(30),
+        || async { daemon.api.admin_get(path).await.json["status"] == "done" },
+    )
+    .await;
+    let cases = cases_with(&sn, "csmd-case-7");
+    assert_eq!(cases.len(), 1, "exactly one record for the key");
+    assert_eq!(
+        daemon.api.admin_get(path).await.json["record_id"],
+        cases[0]["sys_id"]
+    );
+    daemon.kill9();
+}

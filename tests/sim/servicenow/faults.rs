@@ -21,6 +21,15 @@ pub enum Fault {
     DropConnection,
     /// The request is answered normally, but only after this long.
     Delay(Duration),
+    /// The request is handled at once (a record is created), but answered
+    /// only after this long: a client killed meanwhile never learns of it.
+    AnswerLate(Duration),
+    /// The request is handled, then the connection is closed without the
+    /// answer: the record exists, the client does not know its id.
+    AnswerLost,
+    /// The inner fault, for the next request with this method; requests
+    /// with other methods pass it by and leave it queued.
+    ForMethod(String, Box<Fault>),
 }
 
 /// The sys_id of the rate-limit rule named in `X-RateLimit-Rule`.

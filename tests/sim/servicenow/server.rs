@@ -101,7 +101,17 @@ async fn handle(sim: &Simulator, request: hyper::Request<Incoming>) -> Result<Re
         .map(|b| b.to_bytes())
         .unwrap_or_default();
 
-    let fault = lock(&sim.inner.faults).pop_front();
+    let fault = {
+        let mut faults = lock(&sim.inner.faults);
+        match faults.front() {
+            Some(Fault::ForMethod(method, _)) if method != call.method.as_str() => None,
+            _ => faults.pop_front(),
+        }
+    };
+    let fault = match fault {
+        Some(Fault::ForMethod(_, inner)) => Some(*inner),
+        other => other,
+    };
     let (reply, caller) = match fault {
         Some(Fault::DropConnection) => {
             log(sim, &call, DROPPED, None);
@@ -110,6 +120,16 @@ async fn handle(sim: &Simulator, request: hyper::Request<Incoming>) -> Result<Re
         Some(Fault::Delay(delay)) => {
             tokio::time::sleep(delay).await;
             route(sim, &call)
+        }
+        Some(Fault::AnswerLate(delay)) => {
+            let handled = route(sim, &call);
+            tokio::time::sleep(delay).await;
+            handled
+        }
+        Some(Fault::AnswerLost) => {
+            let (_, caller) = route(sim, &call);
+            log(sim, &call, DROPPED, caller);
+            return Err(Dropped);
         }
         Some(fault) => (fault_reply(&fault), None),
         None => route(sim, &call),
@@ -513,7 +533,11 @@ fn fault_reply(fault: &Fault) -> Reply {
             );
             reply
         }
-        Fault::DropConnection | Fault::Delay(_) => unreachable!("handled before routing"),
+        Fault::DropConnection
+        | Fault::Delay(_)
+        | Fault::AnswerLate(_)
+        | Fault::AnswerLost
+        | Fault::ForMethod(..) => unreachable!("handled before routing"),
     }
 }
 
