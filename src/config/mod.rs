@@ -92,12 +92,7 @@ pub struct Smtp {
 /// connector profiles it names.
 pub fn load(path: &Path) -> Result<Config, Diagnostics> {
     let mut diags = Diagnostics::default();
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        one(file_error(
-            path,
-            format!("cannot read configuration: {}", io_reason(&e)),
-        ))
-    })?;
+    let text = read_config(path)?;
     let source = SourceFile { path, text: &text };
     let root = DeTable::parse(&text).map_err(|e| one(source.from_toml(&e)))?;
     let config_dir = absolute(path.parent().unwrap_or(Path::new(".")));
@@ -178,6 +173,15 @@ pub fn load(path: &Path) -> Result<Config, Diagnostics> {
         }),
         _ => Err(diags),
     }
+}
+
+fn read_config(path: &Path) -> Result<String, Diagnostics> {
+    std::fs::read_to_string(path).map_err(|e| {
+        one(file_error(
+            path,
+            format!("cannot read configuration: {}", io_reason(&e)),
+        ))
+    })
 }
 
 fn one(d: Diagnostic) -> Diagnostics {
@@ -485,12 +489,7 @@ use serde::Deserialize as _;
 /// customer files nor the connectors' secrets.
 pub fn load_daemon_section(path: &Path) -> Result<Daemon, Diagnostics> {
     let mut diags = Diagnostics::default();
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        one(file_error(
-            path,
-            format!("cannot read configuration: {}", io_reason(&e)),
-        ))
-    })?;
+    let text = read_config(path)?;
     let source = SourceFile { path, text: &text };
     let mut root = DeTable::parse(&text)
         .map_err(|e| one(source.from_toml(&e)))?

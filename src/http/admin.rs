@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use super::auth::check_bearer;
 use super::{ApiError, AppState};
 use crate::model::CustomerId;
-use crate::model::itsm::WriteStatus;
+use crate::model::itsm::{RECORD_TREES, WriteStatus};
 
 pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
     Router::new()
@@ -177,21 +177,8 @@ async fn sync_connector(
     Ok(Json(json!(report)))
 }
 
-/// The stores of ITSM records, by the name used in the API.
-const RECORD_KINDS: &[&str] = &[
-    "accounts",
-    "contacts",
-    "cis",
-    "install_base",
-    "incidents",
-    "changes",
-    "change_cis",
-    "problems",
-    "problem_tasks",
-];
-
 fn record_kind(kind: &str) -> Result<&'static str, ApiError> {
-    RECORD_KINDS
+    RECORD_TREES
         .iter()
         .copied()
         .find(|k| *k == kind)
@@ -200,7 +187,7 @@ fn record_kind(kind: &str) -> Result<&'static str, ApiError> {
                 StatusCode::NOT_FOUND,
                 format!(
                     "no record kind {kind:?}; kinds: {}",
-                    RECORD_KINDS.join(", ")
+                    RECORD_TREES.join(", ")
                 ),
             )
         })

@@ -21,6 +21,20 @@ pub enum ItsmRecord {
     ProblemTask(ProblemTask),
 }
 
+/// The store trees of ITSM records, one per kind, by the name the store
+/// and the admin API use.
+pub const RECORD_TREES: &[&str] = &[
+    "accounts",
+    "contacts",
+    "cis",
+    "install_base",
+    "incidents",
+    "changes",
+    "change_cis",
+    "problems",
+    "problem_tasks",
+];
+
 impl ItsmRecord {
     pub fn id(&self) -> &str {
         match self {

@@ -10,6 +10,7 @@ mod writes;
 use std::path::{Path, PathBuf};
 
 use crate::config::Customer;
+use crate::model::itsm::RECORD_TREES;
 use crate::model::{CustomerId, JournalEntry};
 pub use itsm::Applied;
 pub use typed::TypedTree;
@@ -19,22 +20,14 @@ pub const SCHEMA_VERSION: u32 = 1;
 
 const SCHEMA_KEY: &[u8] = b"schema_version";
 
-/// Every tree of the store. Trees without accessors yet are opened so the
-/// on-disk layout is complete from the first version.
+/// Every tree of the store besides the ITSM records' ([`RECORD_TREES`]).
+/// Trees without accessors yet are opened so the on-disk layout is complete
+/// from the first version.
 const TREE_NAMES: &[&str] = &[
     "meta",
     "journal",
     "deliveries",
     "customers",
-    "accounts",
-    "contacts",
-    "cis",
-    "install_base",
-    "incidents",
-    "changes",
-    "change_cis",
-    "problems",
-    "problem_tasks",
     "alerts",
     "sip",
     "integrity",
@@ -109,7 +102,7 @@ impl Store {
                 },
             })?;
         let mut trees = Vec::new();
-        for name in TREE_NAMES {
+        for name in TREE_NAMES.iter().chain(RECORD_TREES) {
             trees.push(db.open_tree(name)?);
         }
         check_schema(&db, &trees[0], &path)?;
