@@ -263,6 +263,10 @@ impl Poller {
 }
 
 /// The field names of an encoded query (`a=1^ORb>2^NQc!=3^ORDERBYd`).
+/// Column names are lower case and word operators upper case, written
+/// without a space between them (`stateIN1,2`, `resolved_atISEMPTY`), so a
+/// name ends at the first character that is not lower case, a digit, `_`
+/// or `.`.
 pub fn query_fields(query: &str) -> Vec<String> {
     query
         .split('^')
@@ -280,9 +284,11 @@ pub fn query_fields(query: &str) -> Vec<String> {
         .filter_map(|cond| {
             let name: String = cond
                 .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '.')
+                .take_while(|c| {
+                    c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_' || *c == '.'
+                })
                 .collect();
-            (!name.is_empty() && name != "EQ").then_some(name)
+            (!name.is_empty()).then_some(name)
         })
         .collect()
 }
@@ -331,6 +337,25 @@ mod tests {
                 "company.name",
                 "sys_updated_on",
                 "number"
+            ]
+        );
+    }
+
+    #[test]
+    fn query_fields_end_where_a_word_operator_begins() {
+        assert_eq!(
+            query_fields(
+                "stateIN1,2,3^resolved_atISEMPTY^short_descriptionLIKEdisk^cmdb_ciISNOTEMPTY\
+                 ^company.nameSTARTSWITHACME^u_tierNOT IN1,2^opened_atBETWEENa@b^EQ"
+            ),
+            [
+                "state",
+                "resolved_at",
+                "short_description",
+                "cmdb_ci",
+                "company.name",
+                "u_tier",
+                "opened_at"
             ]
         );
     }
