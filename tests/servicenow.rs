@@ -115,9 +115,35 @@ async fn the_next_sync_reads_only_what_changed_after_the_cursor() {
     }
     assert_eq!(stored_count(&app.api, "incidents").await, 1_500);
 
-    // Nothing changed since: nothing is read.
+    // They changed in the instance's current second, which may still see
+    // more updates: the cursor stays before them, and once that second is
+    // over the next sync reads them again and moves past them.
+    sn.set_now(&at(2_001));
+    let report = sync_now(&app.api).await;
+    assert_eq!(report["streams"]["incidents"]["records"], 3, "{report}");
     let report = sync_now(&app.api).await;
     assert_eq!(report["streams"]["incidents"]["records"], 0, "{report}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_update_later_in_the_same_second_as_the_last_read_is_not_lost() {
+    let sn = instance().await;
+    sn.set_now(&at(10));
+    let a = sn.insert("incident", incident(1));
+    let b = sn.insert("incident", incident(2));
+    // The one that sorts first: a cursor inside the second is already past it.
+    let first = a.min(b);
+    let app = TestApp::start(Connector::new(&sn).config()).await;
+    first_sync(&app.api).await;
+    wait_state(&app, &first, "in_progress").await;
+
+    // Within the same second, an incident read a moment ago is updated
+    // again: same sys_updated_on, new state.
+    sn.update("incident", &first, json!({"state": "6"}));
+    sync_now(&app.api).await;
+    let record = wait_state(&app, &first, "resolved").await;
+    assert_eq!(record["updated_at"], rfc3339_at(10));
     app.stop().await;
 }
 
@@ -184,9 +210,11 @@ async fn records_updated_during_a_sync_are_read_again_in_the_same_sync() {
 #[tokio::test]
 async fn more_than_a_page_of_records_with_one_timestamp_are_each_read_once() {
     let sn = instance().await;
-    // A bulk update stamps 2,500 incidents with the same second.
+    // A bulk update stamped 2,500 incidents with the same second, a while ago.
+    sn.set_now(EPOCH);
     let mut ids = sn.insert_many("incident", (0..2_500).map(incident));
     ids.sort();
+    sn.set_now(itsm::INSTANCE_NOW);
 
     let app = TestApp::start(Connector::new(&sn).config()).await;
     let health = first_sync(&app.api).await;

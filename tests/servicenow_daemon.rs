@@ -11,15 +11,15 @@ use std::time::Duration;
 
 use common::{Daemon, PATIENCE, run_cli, wait_until};
 use itsm::{
-    Connector, assert_all_stored, at, first_sync, incident, incident_updated_in_turn, instance,
-    page_queries, query_after,
+    Connector, assert_all_stored, at, first_sync, incident_updated_in_turn, instance, page_queries,
+    query_after,
 };
 use sim::servicenow::Fault;
 
 #[tokio::test]
 async fn csmd_sync_prints_what_it_read_and_csmd_connectors_shows_the_connector_ok() {
     let sn = instance().await;
-    sn.insert_many("incident", (0..5).map(incident));
+    sn.insert_many("incident", (0..5).map(incident_updated_in_turn));
     let mut config = Connector::new(&sn).config().on_free_port();
     let daemon = Daemon::start(&mut config, &[]).await;
     first_sync(&daemon.api).await;

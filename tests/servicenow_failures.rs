@@ -19,7 +19,7 @@ use sim::servicenow::{DROPPED, Fault, Simulator};
 
 /// An app that has synced `sn` once; the instance's request log is cleared.
 async fn synced_app(sn: &Simulator, connector: Connector) -> TestApp {
-    sn.insert("incident", incident(0));
+    new_incident(sn, 0, 0);
     let app = TestApp::start(connector.config()).await;
     let health = first_sync(&app.api).await;
     assert!(health["last_error"].is_null(), "{health}");
@@ -27,10 +27,13 @@ async fn synced_app(sn: &Simulator, connector: Connector) -> TestApp {
     app
 }
 
-/// A new incident upstream, updated `seconds` after the epoch.
+/// A new incident upstream, updated `seconds` after the epoch; then the
+/// instance's clock moves on, so that second is over when csmd reads it.
 fn new_incident(sn: &Simulator, n: usize, seconds: i64) -> String {
     sn.set_now(&at(seconds));
-    sn.insert("incident", incident(n))
+    let id = sn.insert("incident", incident(n));
+    sn.set_now(&at(seconds + 1));
+    id
 }
 
 #[tokio::test]

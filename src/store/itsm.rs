@@ -40,8 +40,12 @@ impl Store {
                 .get_mut(name)
                 .ok_or_else(|| StoreError::Transaction("tree vanished".into()))?;
             let key = (name, record.id());
+            // Newer wins. An equal update time is a second version written
+            // within the same second (the upstream's resolution): the copy
+            // read later is the later one, so it wins too, unless it is the
+            // very same record.
             let newer = match pending.get(&key) {
-                Some(seen) => record.updated_at() > seen.updated_at(),
+                Some(seen) => record.updated_at() >= seen.updated_at() && record != *seen,
                 None => match tree.get(record.id().as_bytes())? {
                     Some(bytes) => {
                         let stored: ItsmRecord =
@@ -52,7 +56,7 @@ impl Store {
                                     source,
                                 }
                             })?;
-                        record.updated_at() > stored.updated_at()
+                        record.updated_at() >= stored.updated_at() && *record != stored
                     }
                     None => true,
                 },

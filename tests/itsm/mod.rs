@@ -61,14 +61,19 @@ pub const PASSWORD: &str = "sn-password";
 /// When the incidents of a test were last updated, unless it says otherwise.
 pub const EPOCH: &str = "2026-11-20 08:00:00";
 
+/// The instance's clock: stopped a day after [`EPOCH`], so every timestamp a
+/// test gives (`at(n)`) lies in the instance's past, as on a real instance,
+/// whose `Date` is the clock that stamps `sys_updated_on`.
+pub const INSTANCE_NOW: &str = "2026-11-21 08:00:00";
+
 /// An instance with an incident and a problem table, a user for csmd, and
-/// its clock stopped at [`EPOCH`] so every timestamp is the test's choice.
+/// its clock stopped at [`INSTANCE_NOW`].
 pub async fn instance() -> Simulator {
     Simulator::builder()
         .table("incident", INCIDENT_FIELDS)
         .table("problem", PROBLEM_FIELDS)
         .basic_user(USER, PASSWORD)
-        .now(EPOCH)
+        .now(INSTANCE_NOW)
         .start()
         .await
 }

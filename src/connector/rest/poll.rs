@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::client::{RestClient, UpstreamError};
 use super::profile::{Api, Stream};
-use super::records::Fields;
+use super::records::{Fields, parse_time};
 use crate::model::{ConnectorName, Event};
 use crate::store::journal::{Append, CursorUpdate, Journal};
 use crate::store::{Store, StoreError};
@@ -129,7 +129,10 @@ impl Poller {
 
     /// Reads a stream from its cursor to the end, storing page by page.
     pub async fn sync_stream(&self, stream: &Stream) -> Result<StreamReport, SyncError> {
-        let mut cursor = self.cursor(stream)?;
+        // `cursor` is where this sync goes on reading; `stored`, where the
+        // next one starts.
+        let mut stored = self.cursor(stream)?;
+        let mut cursor = stored.clone();
         let mut report = StreamReport::default();
         loop {
             let url = self.page_url(stream, cursor.as_ref())?;
@@ -156,15 +159,29 @@ impl Poller {
             report.records += events.len() as u64;
             report.pages += 1;
             report.remaining = total.map(|t| t.saturating_sub(records.len() as u64));
-            let value = serde_json::to_vec(&last).map_err(|e| SyncError::Store(e.to_string()))?;
+            // The stored cursor never enters the instance's current second:
+            // a record updated later in that second would sort before it and
+            // never be read. Those records are stored now and read again at
+            // the next sync, once their second is over.
+            let open_second = instance_second(&response.headers);
+            let settled = match open_second {
+                Some(open) => self.last_settled(records, open).or_else(|| stored.clone()),
+                None => Some(last.clone()),
+            };
+            let cursor_update = match &settled {
+                Some(position) if Some(position) != stored.as_ref() => Some(CursorUpdate {
+                    key: self.cursor_key(stream),
+                    value: serde_json::to_vec(position)
+                        .map_err(|e| SyncError::Store(e.to_string()))?,
+                }),
+                _ => None,
+            };
+            stored = settled;
             let append = Append {
                 connector: self.name.clone(),
                 delivery_id: None,
                 events,
-                cursor: Some(CursorUpdate {
-                    key: self.cursor_key(stream),
-                    value,
-                }),
+                cursor: cursor_update,
             };
             self.journal
                 .append(append)
@@ -176,6 +193,20 @@ impl Poller {
             }
         }
         Ok(report)
+    }
+
+    /// The position of the page's last record updated before `open`, the
+    /// instance's current second.
+    fn last_settled(&self, records: &[Value], open: DateTime<Utc>) -> Option<Cursor> {
+        records.iter().rev().find_map(|r| {
+            let updated = r.get(&self.api.cursor.updated)?.as_str()?;
+            let id = r.get(&self.api.cursor.id)?.as_str()?;
+            let at = parse_time(updated, &self.api.time_format).ok()?;
+            (at < open).then(|| Cursor {
+                updated: updated.to_string(),
+                id: id.to_string(),
+            })
+        })
     }
 
     /// Maps one page; returns its events, the cursor after it, and how many
@@ -260,6 +291,15 @@ impl Poller {
             .collect();
         Ok(Some(unknown))
     }
+}
+
+/// The instance's clock from a response's `Date`, truncated to the second:
+/// the second in which records may still be updated.
+fn instance_second(headers: &reqwest::header::HeaderMap) -> Option<DateTime<Utc>> {
+    let date = headers.get(reqwest::header::DATE)?.to_str().ok()?;
+    DateTime::parse_from_rfc2822(date)
+        .ok()
+        .map(|d| d.with_timezone(&Utc))
 }
 
 /// The field names of an encoded query (`a=1^ORb>2^NQc!=3^ORDERBYd`).

@@ -135,6 +135,18 @@ async fn handle(sim: &Simulator, request: hyper::Request<Incoming>) -> Result<Re
         None => route(sim, &call),
     };
     log(sim, &call, reply.status().as_u16(), caller);
+    let mut reply = reply;
+    // The instance's clock, as a real instance's `Date` is the clock that
+    // stamps `sys_updated_on`.
+    if let Ok(now) = chrono::NaiveDateTime::parse_from_str(&sim.now(), super::DATETIME_FORMAT) {
+        let date = now
+            .and_utc()
+            .format("%a, %d %b %Y %H:%M:%S GMT")
+            .to_string();
+        if let Ok(value) = hyper::header::HeaderValue::from_str(&date) {
+            reply.headers_mut().insert(hyper::header::DATE, value);
+        }
+    }
     Ok(reply)
 }
 
