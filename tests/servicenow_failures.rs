@@ -236,3 +236,36 @@ async fn an_oauth_token_is_reused_across_pages_and_refreshed_once_when_it_expire
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_retry_after_longer_than_the_longest_backoff_ends_the_sync_instead_of_stalling_it() {
+    let sn = instance().await;
+    let app = synced_app(&sn, Connector::new(&sn)).await;
+    new_incident(&sn, 1, 60);
+    sn.fail_next(
+        Fault::TooManyRequests {
+            retry_after: Duration::from_secs(3_600),
+        },
+        1,
+    );
+    let started = std::time::Instant::now();
+    let report = sync_now(&app.api).await;
+
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the sync did not wait an hour"
+    );
+    let incidents = &report["streams"]["incidents"];
+    assert_eq!(incidents["status"], "failed", "{report}");
+    assert!(
+        incidents["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("429"),
+        "{report}"
+    );
+    // The next poll reads it.
+    let report = sync_now(&app.api).await;
+    assert_eq!(report["streams"]["incidents"]["records"], 1, "{report}");
+    app.stop().await;
+}

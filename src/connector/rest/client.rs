@@ -124,6 +124,7 @@ pub struct RestClient {
     token: Mutex<Option<CachedToken>>,
     limiter: Option<DefaultDirectRateLimiter>,
     backoff: ExponentialBuilder,
+    max_backoff: Duration,
     token_fetches: AtomicU64,
 }
 
@@ -149,6 +150,7 @@ impl RestClient {
             token: Mutex::new(None),
             limiter: settings.rate_limit.map(|r| RateLimiter::direct(r.quota())),
             backoff,
+            max_backoff: settings.max_backoff,
             token_fetches: AtomicU64::new(0),
         })
     }
@@ -184,7 +186,13 @@ impl RestClient {
             .retry(self.backoff)
             .sleep(tokio::time::sleep)
             .when(UpstreamError::is_retryable)
-            .adjust(|e, backoff| backoff.map(|b| e.retry_after().map_or(b, |after| after.max(Duration::from_millis(1)))))
+            // Wait at least what the upstream asks; a wait beyond our longest
+            // backoff ends the attempt, and the next poll tries again.
+            .adjust(|e, backoff| match (backoff, e.retry_after()) {
+                (None, _) => None,
+                (Some(_), Some(after)) if after > self.max_backoff => None,
+                (Some(b), after) => Some(after.map_or(b, |a| a.max(Duration::from_millis(1)))),
+            })
             .notify(|e, wait| tracing::warn!(error = %e, wait = ?wait, "Upstream request failed; retrying"))
             .await
     }
