@@ -250,22 +250,8 @@ impl RestClient {
             .bytes()
             .await
             .map_err(|e| transport_error(&method, url, &e))?;
-        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-            return Err(UpstreamError::Auth {
-                url: url_without_query(url),
-                status: status.as_u16(),
-                message: error_message(&bytes),
-            });
-        }
-        if !status.is_success() {
-            return Err(UpstreamError::Status {
-                method: method.to_string(),
-                url: url_without_query(url),
-                status: status.as_u16(),
-                message: error_message(&bytes),
-                retry_after: retry_after(&headers),
-            });
-        }
+        let refused = status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN;
+        check_status(&method, url, status, &headers, &bytes, refused)?;
         let body = if bytes.is_empty() {
             Value::Null
         } else {
@@ -311,26 +297,20 @@ impl RestClient {
             .await
             .map_err(|e| transport_error(&Method::POST, url, &e))?;
         let status = response.status();
+        let headers = response.headers().clone();
         let bytes = response
             .bytes()
             .await
             .map_err(|e| transport_error(&Method::POST, url, &e))?;
-        if status.is_client_error() {
-            return Err(UpstreamError::Auth {
-                url: url_without_query(url),
-                status: status.as_u16(),
-                message: error_message(&bytes),
-            });
-        }
-        if !status.is_success() {
-            return Err(UpstreamError::Status {
-                method: "POST".into(),
-                url: url_without_query(url),
-                status: status.as_u16(),
-                message: error_message(&bytes),
-                retry_after: None,
-            });
-        }
+        // The token endpoint refuses bad credentials with any 4xx.
+        check_status(
+            &Method::POST,
+            url,
+            status,
+            &headers,
+            &bytes,
+            status.is_client_error(),
+        )?;
         #[derive(serde::Deserialize)]
         struct TokenResponse {
             access_token: String,
@@ -352,6 +332,35 @@ impl RestClient {
         });
         Ok(value)
     }
+}
+
+/// Turns a non-success answer into an error: an authentication failure
+/// when `refused`, otherwise a status error that may be retried.
+fn check_status(
+    method: &Method,
+    url: &Url,
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+    refused: bool,
+) -> Result<(), UpstreamError> {
+    if refused {
+        return Err(UpstreamError::Auth {
+            url: url_without_query(url),
+            status: status.as_u16(),
+            message: error_message(body),
+        });
+    }
+    if !status.is_success() {
+        return Err(UpstreamError::Status {
+            method: method.to_string(),
+            url: url_without_query(url),
+            status: status.as_u16(),
+            message: error_message(body),
+            retry_after: retry_after(headers),
+        });
+    }
+    Ok(())
 }
 
 fn transport_error(method: &Method, url: &Url, e: &reqwest::Error) -> UpstreamError {
