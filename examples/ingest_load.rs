@@ -34,6 +34,10 @@ use hyper_util::rt::TokioIo;
 use csmd::model::Event;
 use csmd::store::Store;
 
+/// The allocator of the `csmd` binary, since the daemon runs in-process.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 const CONNECTOR: &str = "bench";
 const TOKEN_ENV: &str = "CSMD_BENCH_TOKEN";
 const TOKEN: &str = "bench-token";

@@ -560,12 +560,6 @@ async fn measure(
         .and_then(|at| wall_to_instant(at, polled_fetched_at))
         .filter(|at| *at > sync_start && *at <= polled_fetched_at.0)
         .unwrap_or(polled_fetched_at.0);
-    eprintln!(
-        "DEBUG polled {:?} health {:?} ready {:?}",
-        polled_fetched_at.0 - sync_start,
-        fetched_at - sync_start,
-        ready_at.saturating_duration_since(sync_start)
-    );
     if records_total != records as u64 {
         bail!("the connector read {records_total} records, not {records}");
     }

@@ -7,6 +7,12 @@ use clap::{Parser, Subcommand};
 use csmd::cli::{self, Client, ClientArgs};
 use csmd::config;
 
+/// jemalloc instead of the system allocator: the daemon allocates many
+/// small, short-lived buffers per request and per record (measured in
+/// BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "csmd",

@@ -9,7 +9,7 @@ mod sim;
 
 use std::time::Duration;
 
-use common::{Daemon, PATIENCE, run_cli, wait_until};
+use common::{Daemon, PATIENCE, metric, run_cli, wait_until};
 use itsm::{
     Connector, assert_all_stored, at, first_sync, incident_updated_in_turn, instance, page_queries,
     query_after,
@@ -78,9 +78,19 @@ async fn after_kill_9_mid_sync_the_sync_resumes_after_the_last_stored_page() {
     });
     let mut config = Connector::new(&sn).config().on_free_port();
     let mut daemon = Daemon::start(&mut config, &[]).await;
-    // The third page was asked for, so the second one is stored.
+    // The third page is asked for while the second is being stored; once
+    // the journal holds both, the daemon is killed waiting for the third.
     wait_until("the request for the third page", PATIENCE, || async {
         page_queries(&sn).len() == 2 && sn.pending_faults() == 0
+    })
+    .await;
+    wait_until("the second page durable", PATIENCE, || async {
+        let metrics = daemon.api.metrics().await;
+        metric(
+            &metrics,
+            "csmd_events_ingested_total",
+            &[("connector", "itsm")],
+        ) == 2_000.0
     })
     .await;
     daemon.kill9();

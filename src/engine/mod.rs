@@ -14,8 +14,9 @@ use tokio_util::sync::CancellationToken;
 use crate::model::{Event, JournalEntry};
 use crate::store::{Store, StoreError};
 
-/// Entries applied per store batch.
-const BATCH: usize = 2000;
+/// Journal entries read and applied at a time, after which the engine's
+/// position is stored; it bounds what a long catch-up holds in memory.
+const BATCH: usize = 1000;
 
 /// How often applied journal entries past their retention are removed.
 const TRIM_EVERY: Duration = Duration::from_secs(60);

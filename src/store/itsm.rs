@@ -2,8 +2,6 @@
 //! record id. Applying keeps the newest copy by its update time, so a
 //! replayed or out-of-order copy changes nothing.
 
-use std::collections::HashMap;
-
 use super::{Store, StoreError};
 use crate::model::itsm::ItsmRecord;
 
@@ -22,57 +20,53 @@ impl Store {
     }
 
     /// Stores each record unless the store has the same or a newer copy.
+    ///
+    /// Records are written one by one, not as one `sled::Batch`: sled
+    /// applies a batch (and a transaction) under a process-wide exclusive
+    /// lock, so a large batch here would stall the journal's commits, and
+    /// with them every source's acknowledgements, for its whole duration.
+    /// Atomicity is not needed: the engine stores its position after the
+    /// batch, and applying a record again is a no-op.
     pub fn apply_itsm<'a>(
         &self,
         records: impl IntoIterator<Item = &'a ItsmRecord>,
     ) -> Result<Applied, StoreError> {
-        let mut batches: HashMap<&'static str, (sled::Tree, sled::Batch)> = HashMap::new();
-        // Within one batch the same record can appear twice: compare with
-        // what this batch already holds, not only with the tree.
-        let mut pending: HashMap<(&'static str, &str), &ItsmRecord> = HashMap::new();
+        let mut trees: Vec<(&'static str, sled::Tree)> = Vec::new();
         let mut applied = Applied::default();
         for record in records {
             let name = record.tree();
-            if !batches.contains_key(name) {
-                batches.insert(name, (self.itsm_tree(name)?, sled::Batch::default()));
-            }
-            let (tree, batch) = batches
-                .get_mut(name)
-                .ok_or_else(|| StoreError::Transaction("tree vanished".into()))?;
-            let key = (name, record.id());
+            let tree = match trees.iter().find(|(n, _)| *n == name) {
+                Some((_, tree)) => tree,
+                None => {
+                    trees.push((name, self.itsm_tree(name)?));
+                    &trees[trees.len() - 1].1
+                }
+            };
             // Newer wins. An equal update time is a second version written
             // within the same second (the upstream's resolution): the copy
             // read later is the later one, so it wins too, unless it is the
-            // very same record.
-            let newer = match pending.get(&key) {
-                Some(seen) => record.updated_at() >= seen.updated_at() && record != *seen,
-                None => match tree.get(record.id().as_bytes())? {
-                    Some(bytes) => {
-                        let stored: ItsmRecord =
-                            serde_json::from_slice(&bytes).map_err(|source| {
-                                StoreError::Decode {
-                                    tree: name,
-                                    key: record.id().to_string(),
-                                    source,
-                                }
-                            })?;
-                        record.updated_at() >= stored.updated_at() && *record != stored
-                    }
-                    None => true,
-                },
+            // very same record. A copy earlier in this batch is already in
+            // the tree.
+            let newer = match tree.get(record.id().as_bytes())? {
+                Some(bytes) => {
+                    let stored: ItsmRecord =
+                        serde_json::from_slice(&bytes).map_err(|source| StoreError::Decode {
+                            tree: name,
+                            key: record.id().to_string(),
+                            source,
+                        })?;
+                    record.updated_at() >= stored.updated_at() && *record != stored
+                }
+                None => true,
             };
             if newer {
                 let bytes = serde_json::to_vec(record)
                     .map_err(|source| StoreError::Encode { tree: name, source })?;
-                batch.insert(record.id().as_bytes(), bytes);
-                pending.insert(key, record);
+                tree.insert(record.id().as_bytes(), bytes)?;
                 applied.changed += 1;
             } else {
                 applied.unchanged += 1;
             }
-        }
-        for (_, (tree, batch)) in batches {
-            tree.apply_batch(batch)?;
         }
         Ok(applied)
     }
@@ -104,7 +98,7 @@ impl Store {
 
     /// A poller's stored position, by key.
     pub fn cursor(&self, key: &str) -> Result<Option<sled::IVec>, StoreError> {
-        Ok(self.cursors.get(key.as_bytes())?)
+        Ok(self.journal.raw().get(super::journal::key::cursor(key))?)
     }
 
     /// How far the engine has applied the journal.

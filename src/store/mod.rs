@@ -26,13 +26,11 @@ const SCHEMA_KEY: &[u8] = b"schema_version";
 const TREE_NAMES: &[&str] = &[
     "meta",
     "journal",
-    "deliveries",
     "customers",
     "alerts",
     "sip",
     "integrity",
     "outbox",
-    "cursors",
     "itsm_writes",
 ];
 
@@ -75,8 +73,6 @@ pub struct Store {
     path: PathBuf,
     customers: TypedTree<Customer>,
     journal: TypedTree<JournalEntry>,
-    deliveries: sled::Tree,
-    cursors: sled::Tree,
     meta: sled::Tree,
 }
 
@@ -86,7 +82,7 @@ impl Store {
         let path = dir.to_path_buf();
         let db = sled::Config::new()
             .path(dir)
-            .cache_capacity(64 * 1024 * 1024)
+            .cache_capacity(16 * 1024 * 1024)
             .flush_every_ms(Some(1000))
             .open()
             .map_err(|source| match &source {
@@ -109,8 +105,6 @@ impl Store {
         Ok(Store {
             customers: TypedTree::new("customers", db.open_tree("customers")?),
             journal: TypedTree::new("journal", db.open_tree("journal")?),
-            deliveries: db.open_tree("deliveries")?,
-            cursors: db.open_tree("cursors")?,
             meta: db.open_tree("meta")?,
             db,
             path,
@@ -162,7 +156,7 @@ impl Store {
         limit: usize,
         mut keep: impl FnMut(&JournalEntry) -> bool,
     ) -> Result<Vec<JournalEntry>, StoreError> {
-        let start = after.saturating_add(1).to_be_bytes();
+        let start = journal::key::entry(after.saturating_add(1));
         let mut out = Vec::new();
         for entry in self.journal.values_from(&start) {
             let entry = entry?;
@@ -185,20 +179,15 @@ impl Store {
         applied: u64,
         cutoff: chrono::DateTime<chrono::Utc>,
     ) -> Result<usize, StoreError> {
-        let newest = self
-            .journal
-            .raw()
-            .last()?
-            .and_then(|(k, _)| <[u8; 8]>::try_from(k.as_ref()).ok())
-            .map_or(0, u64::from_be_bytes);
+        let newest = self.last_journal_seq()?.unwrap_or(0);
         let mut batch = sled::Batch::default();
         let mut removed = 0;
-        for entry in self.journal.values() {
+        for entry in self.journal.values_from(&journal::key::entry(0)) {
             let entry = entry?;
             if entry.seq > applied || entry.seq >= newest || entry.received_at >= cutoff {
                 break;
             }
-            batch.remove(&entry.seq.to_be_bytes());
+            batch.remove(&journal::key::entry(entry.seq));
             removed += 1;
             if removed >= 10_000 {
                 break;
@@ -209,22 +198,30 @@ impl Store {
     }
 
     pub fn journal_entry(&self, seq: u64) -> Result<Option<JournalEntry>, StoreError> {
-        self.journal.get(&seq.to_be_bytes())
+        self.journal.get(&journal::key::entry(seq))
     }
 
     /// Number of entries in the journal, without scanning it: sequence
     /// numbers are contiguous (the committer advances them only past
     /// written entries, and trimming only ever removes a prefix).
     pub fn journal_len(&self) -> Result<u64, StoreError> {
-        let seq = |entry: Option<(sled::IVec, sled::IVec)>| {
-            entry
-                .and_then(|(k, _)| <[u8; 8]>::try_from(k.as_ref()).ok())
-                .map(u64::from_be_bytes)
-        };
         let tree = self.journal.raw();
-        Ok(match (seq(tree.first()?), seq(tree.last()?)) {
+        let first = match tree.range(journal::key::entry(0)..).next() {
+            Some(item) => journal::key::seq(&item?.0),
+            None => None,
+        };
+        Ok(match (first, self.last_journal_seq()?) {
             (Some(first), Some(last)) => last - first + 1,
             _ => 0,
+        })
+    }
+
+    /// The newest journal entry's sequence number, if there is one.
+    pub(crate) fn last_journal_seq(&self) -> Result<Option<u64>, StoreError> {
+        // Entries sort after the journal's other keys.
+        Ok(match self.journal.raw().last()? {
+            Some((key, _)) => journal::key::seq(&key),
+            None => None,
         })
     }
 }

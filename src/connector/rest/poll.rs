@@ -14,8 +14,12 @@ use super::client::{RestClient, UpstreamError};
 use super::profile::{Api, Stream};
 use super::records::{Fields, parse_time};
 use crate::model::{ConnectorName, Event};
-use crate::store::journal::{Append, CursorUpdate, Journal};
+use crate::store::journal::{Append, AppendError, Appended, CursorUpdate, Journal};
 use crate::store::{Store, StoreError};
+
+/// An append on its way to the journal.
+type Storing<'a> =
+    std::pin::Pin<Box<dyn Future<Output = Result<Appended, AppendError>> + Send + 'a>>;
 
 /// Where a stream stopped: the last stored record's update time (as the
 /// upstream writes it) and id.
@@ -128,15 +132,30 @@ impl Poller {
     }
 
     /// Reads a stream from its cursor to the end, storing page by page.
+    ///
+    /// The next page is fetched while the journal makes the previous one
+    /// durable (its cursor is known as soon as the page is read), so the
+    /// upstream's time and the flush's overlap. Pages are still appended in
+    /// order, each with its own cursor, and at most two are in memory.
     pub async fn sync_stream(&self, stream: &Stream) -> Result<StreamReport, SyncError> {
         // `cursor` is where this sync goes on reading; `stored`, where the
         // next one starts.
         let mut stored = self.cursor(stream)?;
         let mut cursor = stored.clone();
         let mut report = StreamReport::default();
+        // The previous page's append, still waiting for its flush.
+        let mut storing: Option<Storing<'_>> = None;
         loop {
             let url = self.page_url(stream, cursor.as_ref())?;
-            let response = self.client.send(Method::GET, &url, None).await?;
+            let fetch = self.client.send(Method::GET, &url, None);
+            let response = match storing.take() {
+                Some(previous) => {
+                    let (response, appended) = tokio::join!(fetch, previous);
+                    appended.map_err(|e| SyncError::Store(e.to_string()))?;
+                    response?
+                }
+                None => fetch.await?,
+            };
             let records = response
                 .body
                 .pointer(&self.api.records)
@@ -177,20 +196,25 @@ impl Poller {
                 _ => None,
             };
             stored = settled;
+            let full = records.len() >= self.api.page_size;
+            // The page's JSON is no longer needed while it is stored.
+            drop(response);
             let append = Append {
                 connector: self.name.clone(),
                 delivery_id: None,
                 events,
                 cursor: cursor_update,
             };
-            self.journal
-                .append(append)
-                .await
-                .map_err(|e| SyncError::Store(e.to_string()))?;
+            storing = Some(Box::pin(self.journal.append(append)));
             cursor = Some(last);
-            if records.len() < self.api.page_size {
+            if !full {
                 break;
             }
+        }
+        if let Some(previous) = storing {
+            previous
+                .await
+                .map_err(|e| SyncError::Store(e.to_string()))?;
         }
         Ok(report)
     }
