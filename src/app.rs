@@ -22,6 +22,9 @@ use crate::connector::rest::poll::Poller;
 use crate::connector::rest::task::{self, PollerHandle};
 use crate::connector::rest::writer::{self, Writer, WriterHandle};
 use crate::engine;
+use crate::notify::templates::{Branding, Templates};
+use crate::notify::transport::Transport;
+use crate::notify::worker::{Composer, OutboxHandle, RetryPolicy, Worker};
 
 use crate::config::{self, Config, LogFormat};
 use crate::http::{self, AppState};
@@ -42,6 +45,8 @@ pub enum StartError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error("e-mail: {0}")]
+    Email(String),
     #[error("connector {name}: {message}")]
     Connector { name: String, message: String },
     #[error("cannot listen on {addr}: {source}")]
@@ -86,15 +91,36 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let grace = config.daemon.shutdown_grace;
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
+    let (applied_tx, applied) = tokio::sync::watch::channel(0);
     tasks.spawn(engine::run(
         store.clone(),
         journal.durable(),
+        applied_tx,
         config.daemon.journal_retention,
         shutdown.clone(),
     ));
     let ConnectorTasks { pollers, writers } =
         start_pollers(&config, &store, &journal, &metrics, &shutdown, &tasks)?;
-    tasks.close();
+    let templates = Arc::new(load_templates(&config.email).map_err(StartError::Email)?);
+    let transport = Transport::build(&config.email.transport, config.email.concurrency)
+        .map_err(StartError::Email)?;
+    let outbox = OutboxHandle::default();
+    tasks.spawn(
+        Worker {
+            store: store.clone(),
+            transport: Arc::new(transport),
+            composer: Arc::new(Composer {
+                from: config.email.from.clone(),
+                reply_to: config.email.reply_to.clone(),
+            }),
+            rate: config.email.rate,
+            concurrency: config.email.concurrency,
+            retry: RetryPolicy::from_config(&config.email),
+            metrics: metrics.clone(),
+            handle: outbox.clone(),
+        }
+        .run(shutdown.clone()),
+    );
     let state = Arc::new(AppState {
         config: ArcSwap::from_pointee(config),
         store,
@@ -102,7 +128,28 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         metrics,
         pollers,
         writers,
+        outbox: outbox.clone(),
     });
+    let planning = state.clone();
+    let planner = move || {
+        let config = planning.config.load_full();
+        engine::maintenance::Planner {
+            customers: &config.customers,
+            settings: &config.maintenance,
+            default_time_zone: config.daemon.time_zone.0,
+            templates: &templates,
+            from: &config.email.from,
+        }
+        .run(&planning.store, chrono::Utc::now())
+    };
+    let wake = outbox.clone();
+    tasks.spawn(engine::run_maintenance(
+        applied,
+        planner,
+        move || wake.wake(),
+        shutdown.clone(),
+    ));
+    tasks.close();
 
     let app = http::router(state.clone());
     let stop = shutdown.clone();
@@ -122,6 +169,21 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         committer,
         grace,
     })
+}
+
+/// The message templates: the embedded ones and the operator's overrides.
+pub fn load_templates(email: &crate::config::Email) -> Result<Templates, String> {
+    let branding = &email.branding;
+    Templates::load(
+        email.templates_dir.as_deref(),
+        Branding {
+            name: branding.name.clone().unwrap_or_default(),
+            logo_url: branding.logo_url.clone(),
+            footer: branding.footer.clone(),
+            website: branding.website.clone(),
+        },
+    )
+    .map_err(|e| e.to_string())
 }
 
 /// One task per polled connector, reading its upstream into the journal,

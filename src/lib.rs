@@ -13,6 +13,7 @@ pub mod engine;
 pub mod http;
 pub mod metrics;
 pub mod model;
+pub mod notify;
 pub mod store;
 
 /// Selects rustls' crypto (ring) for the process, once; every HTTP and SMTP

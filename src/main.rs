@@ -64,6 +64,13 @@ enum Command {
         #[command(subcommand)]
         command: cli::WritebackCommand,
     },
+    /// Customer e-mail queued in the outbox: list, show, retry.
+    Outbox {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: cli::OutboxCommand,
+    },
     /// Inbound events stored in the daemon's journal.
     Events {
         #[command(flatten)]
@@ -89,6 +96,9 @@ fn main() -> ExitCode {
         }
         Command::Writeback { client, command } => {
             block_on(async move { cli::writeback(&Client::new(&client)?, command).await })
+        }
+        Command::Outbox { client, command } => {
+            block_on(async move { cli::outbox(&Client::new(&client)?, command).await })
         }
         Command::Events { client, args } => {
             block_on(async move { cli::events(&Client::new(&client)?, args).await })

@@ -26,6 +26,11 @@ pub struct StreamLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabels {
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: String,
 }
@@ -50,6 +55,12 @@ pub struct Metrics {
     pub connector_last_success: Family<ConnectorLabels, Gauge>,
     /// Syncs that failed.
     pub connector_sync_errors: Family<ConnectorLabels, Counter>,
+    /// Outbox messages per status.
+    pub outbox_messages: Family<StatusLabels, Gauge>,
+    /// From queuing a message to the transport accepting it.
+    pub outbox_delivery_seconds: Histogram,
+    /// Delivery attempts that failed, transient or permanent.
+    pub outbox_send_failures: Family<StatusLabels, Counter>,
 }
 
 impl Metrics {
@@ -109,6 +120,24 @@ impl Metrics {
             "Syncs that failed",
             connector_sync_errors.clone(),
         );
+        let outbox_messages = Family::<StatusLabels, Gauge>::default();
+        registry.register(
+            "outbox_messages",
+            "Outbox messages per status",
+            outbox_messages.clone(),
+        );
+        let outbox_delivery_seconds = Histogram::new(exponential_buckets(0.01, 2.0, 20));
+        registry.register(
+            "outbox_delivery_seconds",
+            "From queuing a message to the transport accepting it",
+            outbox_delivery_seconds.clone(),
+        );
+        let outbox_send_failures = Family::<StatusLabels, Counter>::default();
+        registry.register(
+            "outbox_send_failures",
+            "Delivery attempts that failed, by outcome (retry or dead)",
+            outbox_send_failures.clone(),
+        );
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info
             .get_or_create(&BuildLabels {
@@ -127,7 +156,24 @@ impl Metrics {
             connector_up,
             connector_last_success,
             connector_sync_errors,
+            outbox_messages,
+            outbox_delivery_seconds,
+            outbox_send_failures,
         }
+    }
+
+    /// Moves one message between outbox status gauges.
+    pub fn outbox_moved(&self, from: Option<&str>, to: &str) {
+        if let Some(from) = from {
+            self.outbox_messages
+                .get_or_create(&StatusLabels {
+                    status: from.into(),
+                })
+                .dec();
+        }
+        self.outbox_messages
+            .get_or_create(&StatusLabels { status: to.into() })
+            .inc();
     }
 
     pub fn connector_records(

@@ -84,7 +84,7 @@ from = "Example Telecom CSM <csm@example.net>"
 host = "smtp.example.net"
 "#,
             errors: &[
-                "{dir}/csmd.toml:4:2: unknown section `smtp`; expected `daemon`, `email`, `schedules` or `connector`",
+                "{dir}/csmd.toml:4:2: unknown section `smtp`; expected `daemon`, `email`, `schedules`, `maintenance` or `connector`",
             ],
             ..CASE
         },
@@ -153,7 +153,7 @@ rate = "10/fortnight"
 "#,
             // Only the rate: a broken [email] is not also "missing".
             errors: &[
-                r#"{dir}/csmd.toml:3:8: invalid rate "10/fortnight"; write it like "10/s", "600/m" or "5000/h""#,
+                r#"{dir}/csmd.toml:3:8: invalid rate "10/fortnight"; write it like "10/s", "600/m" or "5000/h", or "off""#,
             ],
             ..CASE
         },
@@ -813,7 +813,7 @@ account_manager = "Jonas"
                 ),
             ],
             errors: &[
-                r#"{dir}/csmd.toml:6:8: rate "0/s" must be above zero"#,
+                r#"{dir}/csmd.toml:6:8: rate "0/s" must be above zero, or "off""#,
                 r#"{dir}/csmd.toml:9:18: invalid cron expression "0 7 1 * Funday": 'Funday' is not a valid day of the week."#,
                 "{dir}/csmd.toml:2:15: environment variable CSMD_TEST_UNSET_ADMIN_TOKEN is not set",
                 "{dir}/csmd.toml:13:11: connector profile `bmc-remedy` not found in {dir}/connectors, /usr/share/csmd/connectors",

@@ -345,3 +345,82 @@ pub async fn writeback(client: &Client, command: WritebackCommand) -> anyhow::Re
     };
     print_json(&body)
 }
+
+#[derive(Subcommand)]
+pub enum OutboxCommand {
+    /// Messages queued for customers, newest first, with counts by status.
+    List {
+        /// pending, sending, sent or dead.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        customer: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// One message: recipients, subject, bodies, calendar part, last error.
+    Show { id: String },
+    /// Send a dead (or waiting) message again now.
+    Retry { id: String },
+}
+
+pub async fn outbox(client: &Client, command: OutboxCommand) -> anyhow::Result<()> {
+    let body = match command {
+        OutboxCommand::List {
+            status,
+            customer,
+            limit,
+        } => {
+            let mut query = vec![("limit", limit.to_string())];
+            if let Some(s) = status {
+                query.push(("status", s));
+            }
+            if let Some(c) = customer {
+                query.push(("customer", c));
+            }
+            let body = client.get("/api/v1/outbox", &query).await?;
+            if client.json {
+                return print_json(&body);
+            }
+            let mut table = Table::new([
+                "ID",
+                "KIND",
+                "CUSTOMER",
+                "TO",
+                "STATUS",
+                "ATTEMPTS",
+                "CREATED",
+                "LAST ERROR",
+            ]);
+            for m in body["messages"].as_array().into_iter().flatten() {
+                table.row([
+                    text(&m["id"]),
+                    text(&m["kind"]),
+                    text(&m["customer"]),
+                    text(&m["to"]),
+                    text(&m["status"]),
+                    text(&m["attempts"]),
+                    text(&m["created_at"]),
+                    text(&m["last_error"]),
+                ]);
+            }
+            table.print();
+            let counts = &body["counts"];
+            println!(
+                "pending {}, sending {}, sent {}, dead {}",
+                text(&counts["pending"]),
+                text(&counts["sending"]),
+                text(&counts["sent"]),
+                text(&counts["dead"])
+            );
+            return Ok(());
+        }
+        OutboxCommand::Show { id } => client.get(&format!("/api/v1/outbox/{id}"), &[]).await?,
+        OutboxCommand::Retry { id } => {
+            client
+                .post(&format!("/api/v1/outbox/{id}/retry"), None)
+                .await?
+        }
+    };
+    print_json(&body)
+}

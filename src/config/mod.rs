@@ -29,13 +29,13 @@ pub use customer::Customer;
 use customer::PathStep;
 pub use diag::{Diagnostic, Diagnostics};
 pub use sections::{
-    ConnectorSection, DaemonSection, EmailSection, LogFormat, SchedulesSection, SmtpSection,
-    TlsMode, TransportKind, WebhookAuthKind, WebhookSection,
+    BrandingSection, ConnectorSection, DaemonSection, EmailSection, LogFormat, MaintenanceSection,
+    SchedulesSection, SmtpSection, TlsMode, TransportKind, WebhookAuthKind, WebhookSection,
 };
 
 use crate::model::CustomerId;
 use diag::{SourceFile, file_error};
-use value::{Rate, SecretContext, SecretRef, TimeZone, io_reason};
+use value::{RateLimit, SecretContext, SecretRef, TimeZone, io_reason};
 
 /// The default configuration path, overridden by `--config` or `CSMD_CONFIG`.
 pub const DEFAULT_PATH: &str = "/etc/csmd/csmd.toml";
@@ -48,6 +48,7 @@ pub struct Config {
     pub daemon: Daemon,
     pub email: Email,
     pub schedules: SchedulesSection,
+    pub maintenance: MaintenanceSection,
     pub connectors: Vec<Connector>,
     pub customers: Vec<Customer>,
 }
@@ -68,8 +69,15 @@ pub struct Daemon {
 #[derive(Debug)]
 pub struct Email {
     pub from: lettre::message::Mailbox,
-    pub rate: Rate,
+    pub reply_to: Option<lettre::message::Mailbox>,
+    pub rate: RateLimit,
+    pub concurrency: usize,
     pub transport: Transport,
+    pub templates_dir: Option<PathBuf>,
+    pub branding: BrandingSection,
+    pub retry_backoff: Duration,
+    pub retry_backoff_max: Duration,
+    pub give_up_after: Duration,
 }
 
 #[derive(Debug)]
@@ -105,6 +113,7 @@ pub fn load(path: &Path) -> Result<Config, Diagnostics> {
     let mut email_present = false;
     let mut email = None;
     let mut schedules = None;
+    let mut maintenance = None;
     let mut connector_sections = Vec::new();
     for (key, value) in root.into_inner() {
         match key.get_ref().as_ref() {
@@ -120,10 +129,13 @@ pub fn load(path: &Path) -> Result<Config, Diagnostics> {
                 email = section::<EmailSection>(&source, value, &mut diags);
             }
             "schedules" => schedules = section::<SchedulesSection>(&source, value, &mut diags),
+            "maintenance" => {
+                maintenance = section::<MaintenanceSection>(&source, value, &mut diags);
+            }
             "connector" => connector_sections = connector_entries(&source, value, &mut diags),
             other => diags.push(source.at(
                 key.span(),
-                format!("unknown section `{other}`; expected `daemon`, `email`, `schedules` or `connector`"),
+                format!("unknown section `{other}`; expected `daemon`, `email`, `schedules`, `maintenance` or `connector`"),
             )),
         }
     }
@@ -135,7 +147,14 @@ pub fn load(path: &Path) -> Result<Config, Diagnostics> {
     };
     let daemon = resolve_daemon(&source, &daemon_section, &config_dir, &secrets, &mut diags);
     let email = match email {
-        Some(section) => resolve_email(&source, &section, &daemon.data_dir, &secrets, &mut diags),
+        Some(section) => resolve_email(
+            &source,
+            &section,
+            &daemon.data_dir,
+            &config_dir,
+            &secrets,
+            &mut diags,
+        ),
         // Its error is already reported.
         None if email_present => None,
         None => {
@@ -168,6 +187,7 @@ pub fn load(path: &Path) -> Result<Config, Diagnostics> {
             daemon,
             email,
             schedules: schedules.unwrap_or_default(),
+            maintenance: maintenance.unwrap_or_default(),
             connectors,
             customers,
         }),
@@ -309,6 +329,7 @@ fn resolve_email(
     source: &SourceFile,
     section: &EmailSection,
     data_dir: &Path,
+    config_dir: &Path,
     secrets: &SecretContext,
     diags: &mut Diagnostics,
 ) -> Option<Email> {
@@ -344,10 +365,49 @@ fn resolve_email(
             Some(smtp) => resolve_smtp(source, smtp, secrets, diags).map(Transport::Smtp),
         },
     };
+    let reply_to = match &section.reply_to {
+        None => Some(None),
+        Some(reply_to) => match reply_to.get_ref().parse::<lettre::message::Mailbox>() {
+            Ok(mailbox) => Some(Some(mailbox)),
+            Err(e) => {
+                diags.push(source.at(
+                    reply_to.span(),
+                    format!("invalid reply_to {:?}: {e}", reply_to.get_ref()),
+                ));
+                None
+            }
+        },
+    };
+    if section.concurrency == 0 {
+        diags.push(file_error(
+            source.path,
+            "[email] concurrency must be at least 1",
+        ));
+        return None;
+    }
+    let from = from?;
+    let mut branding = section.branding.clone();
+    if branding.name.is_none() {
+        branding.name = Some(
+            from.name
+                .clone()
+                .unwrap_or_else(|| from.email.domain().to_string()),
+        );
+    }
     Some(Email {
-        from: from?,
+        from,
+        reply_to: reply_to?,
         rate: section.rate,
+        concurrency: usize::from(section.concurrency),
         transport: transport?,
+        templates_dir: section
+            .templates_dir
+            .as_ref()
+            .map(|d| absolute(&config_dir.join(d))),
+        branding,
+        retry_backoff: section.retry_backoff.0,
+        retry_backoff_max: section.retry_backoff_max.0,
+        give_up_after: section.give_up_after.0,
     })
 }
 

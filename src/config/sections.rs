@@ -114,24 +114,98 @@ pub struct EmailSection {
     /// Path of the `sendmail` program for the `sendmail` transport.
     #[serde(default = "default_sendmail_command")]
     pub sendmail_command: PathBuf,
-    /// Most messages sent per period, across all customers.
+    /// Most messages sent per period, across all customers, like "10/s";
+    /// "off" sends as fast as the transport takes them.
     #[serde(default = "default_send_rate")]
-    pub rate: Rate,
+    pub rate: RateLimit,
+    /// Messages handed to the transport at once (SMTP connections in the
+    /// pool).
+    #[serde(default = "default_concurrency")]
+    pub concurrency: u16,
+    /// Where customers' replies go, when not to `from`.
+    #[serde(default)]
+    pub reply_to: Option<Spanned<String>>,
+    /// A folder of templates overriding the embedded ones, file by file
+    /// (same names; see the README). Relative to the configuration file.
+    #[serde(default)]
+    pub templates_dir: Option<PathBuf>,
+    /// First wait after a transient failure (connection refused, timeout,
+    /// SMTP 4xx); it doubles on each further failure.
+    #[serde(default = "default_retry_backoff")]
+    pub retry_backoff: HumanDuration,
+    /// The longest wait between two attempts.
+    #[serde(default = "default_retry_backoff_max")]
+    pub retry_backoff_max: HumanDuration,
+    /// A message still failing this long after it was queued is given up
+    /// (marked dead, with the last error).
+    #[serde(default = "default_give_up_after")]
+    pub give_up_after: HumanDuration,
+    /// The provider's branding in every message.
+    #[serde(default)]
+    pub branding: BrandingSection,
     /// The SMTP server, for the `smtp` transport.
     #[serde(default)]
     pub smtp: Option<Spanned<SmtpSection>>,
+}
+
+/// `[email.branding]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrandingSection {
+    /// The provider's name as customers know it. Default: the display
+    /// name of `from`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// An https URL of the logo shown at the top of HTML messages.
+    #[serde(default)]
+    pub logo_url: Option<String>,
+    /// A line at the bottom of every message (address, support hours…).
+    #[serde(default)]
+    pub footer: Option<String>,
+    /// The provider's website or customer portal.
+    #[serde(default)]
+    pub website: Option<String>,
+}
+
+fn default_concurrency() -> u16 {
+    4
+}
+
+fn default_retry_backoff() -> HumanDuration {
+    HumanDuration::from_secs(30)
+}
+
+fn default_retry_backoff_max() -> HumanDuration {
+    HumanDuration::from_secs(30 * 60)
+}
+
+fn default_give_up_after() -> HumanDuration {
+    HumanDuration::from_secs(3 * 86_400)
+}
+
+/// `[maintenance]`: which tracked changes customers hear about.
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaintenanceSection {
+    /// Change types (`standard`, `normal`, `emergency`) that are not
+    /// customer-impacting: they send no notices.
+    #[serde(default)]
+    pub not_customer_impacting_types: Vec<String>,
+    /// CIs (by name or sys_id) whose changes are not customer-impacting.
+    #[serde(default)]
+    pub not_customer_impacting_cis: Vec<String>,
 }
 
 fn default_sendmail_command() -> PathBuf {
     PathBuf::from("/usr/sbin/sendmail")
 }
 
-fn default_send_rate() -> Rate {
+fn default_send_rate() -> RateLimit {
     const TEN: std::num::NonZeroU32 = std::num::NonZeroU32::new(10).unwrap();
-    Rate {
+    RateLimit::Limit(Rate {
         count: TEN,
         per: std::time::Duration::from_secs(1),
-    }
+    })
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]

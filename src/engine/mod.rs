@@ -12,6 +12,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::model::{Event, JournalEntry};
+pub mod maintenance;
+
 use crate::store::{Store, StoreError};
 
 /// Journal entries read and applied at a time, after which the engine's
@@ -24,9 +26,13 @@ const TRIM_EVERY: Duration = Duration::from_secs(60);
 /// Applies journal entries as they become durable, until shutdown. Entries
 /// older than `retention` are removed once applied: the journal is a
 /// buffer between sources and processors, not an archive.
+///
+/// `applied` is told the engine's position after each catch-up, so
+/// processors that read the applied records (maintenance notices) run then.
 pub async fn run(
     store: Store,
     mut durable: watch::Receiver<u64>,
+    applied: watch::Sender<u64>,
     retention: Duration,
     shutdown: CancellationToken,
 ) {
@@ -37,7 +43,12 @@ pub async fn run(
             trim(&store, retention).await;
         }
         match catch_up(&store).await {
-            Ok(_) => {}
+            Ok(0) => {}
+            Ok(_) => {
+                if let Ok(position) = store.engine_position() {
+                    applied.send_replace(position);
+                }
+            }
             Err(e) => {
                 tracing::error!(error = %e, "Applying the journal failed; retrying");
                 tokio::select! {
@@ -116,6 +127,40 @@ fn apply(store: &Store, entries: &[JournalEntry]) -> Result<(), StoreError> {
         );
     }
     Ok(())
+}
+
+/// How often maintenance notices are planned even when nothing new was
+/// applied: an advance notice falls due with the clock, not with an event.
+const PLAN_EVERY: Duration = Duration::from_secs(60);
+
+/// Plans maintenance notices after each catch-up and every minute, until
+/// shutdown; wakes the outbox when something was queued. `planner` builds
+/// a planner from the current configuration and runs it.
+pub async fn run_maintenance<F>(
+    mut applied: watch::Receiver<u64>,
+    planner: F,
+    wake_outbox: impl Fn(),
+    shutdown: CancellationToken,
+) where
+    F: Fn() -> Result<usize, maintenance::MaintenanceError> + Send + Sync + Clone + 'static,
+{
+    loop {
+        let plan = planner.clone();
+        match tokio::task::spawn_blocking(plan).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(queued)) => {
+                tracing::debug!(queued, "Maintenance messages queued");
+                wake_outbox();
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, "Planning maintenance notices failed"),
+            Err(e) => tracing::error!(error = %e, "Planning maintenance notices failed"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            changed = applied.changed() => if changed.is_err() { return },
+            _ = tokio::time::sleep(PLAN_EVERY) => {}
+        }
+    }
 }
 
 #[cfg(test)]

@@ -39,6 +39,7 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         )
         .route("/records/{kind}", get(list_records))
         .route("/records/{kind}/{id}", get(show_record))
+        .merge(super::outbox::routes())
         .route_layer(middleware::from_fn_with_state(state, require_admin))
 }
 

@@ -3,6 +3,7 @@
 
 mod admin;
 pub mod auth;
+mod outbox;
 mod webhook;
 
 use std::collections::BTreeMap;
@@ -34,6 +35,8 @@ pub struct AppState {
     pub pollers: BTreeMap<String, PollerHandle>,
     /// Write-back workers, by connector name.
     pub writers: BTreeMap<String, WriterHandle>,
+    /// Wakes the outbox worker (after a retry).
+    pub outbox: crate::notify::worker::OutboxHandle,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {

@@ -4,6 +4,7 @@
 mod event;
 mod ids;
 pub mod itsm;
+pub mod outbox;
 
 pub use event::{AlertEvent, AlertStatus, Event, JournalEntry};
 pub use ids::{ConnectorName, CustomerId, IdError};

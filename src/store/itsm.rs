@@ -91,6 +91,22 @@ impl Store {
         }
     }
 
+    /// Every record of an ITSM tree, by id (a scan).
+    pub fn itsm_records(&self, tree: &'static str) -> Result<Vec<ItsmRecord>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.itsm_tree(tree)?.iter() {
+            let (key, bytes) = item?;
+            out.push(
+                serde_json::from_slice(&bytes).map_err(|source| StoreError::Decode {
+                    tree,
+                    key: String::from_utf8_lossy(&key).into_owned(),
+                    source,
+                })?,
+            );
+        }
+        Ok(out)
+    }
+
     /// Number of records in an ITSM tree (a scan: for tests and tools).
     pub fn itsm_count(&self, tree: &'static str) -> Result<usize, StoreError> {
         Ok(self.itsm_tree(tree)?.len())

@@ -4,6 +4,7 @@
 
 mod itsm;
 pub mod journal;
+pub mod outbox;
 mod typed;
 mod writes;
 

@@ -8,12 +8,15 @@
 
 mod daemon;
 mod raw_http;
+mod smtp;
 
 // Re-exported for the test binaries; each uses some of them.
 #[allow(unused_imports)]
 pub use daemon::{Daemon, csmd_binary, csmd_command, run_cli};
 #[allow(unused_imports)]
 pub use raw_http::RawConnection;
+#[allow(unused_imports)]
+pub use smtp::{Received, SmtpServer};
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -143,6 +146,8 @@ pub struct ConfigDir {
     pub max_body_bytes: usize,
     pub shutdown_grace: String,
     pub connectors: Vec<(String, Auth)>,
+    /// Lines added to `[email]` (transport, retries…).
+    pub email: String,
     /// Appended verbatim, to write a broken configuration on purpose.
     pub extra: String,
 }
@@ -161,6 +166,7 @@ impl ConfigDir {
             max_body_bytes: 4096,
             shutdown_grace: "5s".into(),
             connectors: Vec::new(),
+            email: String::new(),
             extra: String::new(),
         };
         std::fs::create_dir_all(config.customers_dir()).expect("customers dir");
@@ -226,6 +232,7 @@ impl ConfigDir {
         toml += &format!("shutdown_grace = \"{}\"\n", self.shutdown_grace);
         toml += "log_level = \"info\"\n\n";
         toml += "[email]\nfrom = \"Test CSM <csm@example.net>\"\n";
+        toml += &self.email;
         for (name, auth) in &self.connectors {
             toml += &format!(
                 "\n[[connector]]\nname = \"{name}\"\nprofile = \"webhook-json\"\n[connector.webhook]\n"

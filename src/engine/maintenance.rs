@@ -1,0 +1,421 @@
+//! Maintenance notices: for every tracked change whose affected CIs reach a
+//! customer through the install base, the customer's maintenance contacts
+//! get an advance notice (at planned start minus their lead time), an
+//! update when the window or the affected services change, a cancellation,
+//! and a completion notice with the outcome.
+//!
+//! What each customer was told about each change is kept as state in the
+//! outbox tree, written in the same batch as the messages it causes, so a
+//! crash can neither lose a notice nor send it twice.
+
+use std::collections::{BTreeSet, HashMap};
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use serde::{Deserialize, Serialize};
+
+use crate::config::customer::ContactRole;
+use crate::config::{Customer, MaintenanceSection};
+use crate::model::itsm::{Account, Change, ChangeState, ItsmRecord};
+use crate::model::outbox::{CalendarPart, MessageKind, MessageStatus, OutboxMessage};
+use crate::notify::ics::{MaintenanceEvent, Method, maintenance_calendar};
+use crate::notify::templates::{MaintenanceKind, MaintenanceNotice, TemplateError, Templates};
+use crate::store::outbox::{StateChange, message_id_for};
+use crate::store::{Store, StoreError};
+
+/// Notices are not sent for windows that ended longer ago than this.
+const STALE_AFTER: chrono::Duration = chrono::Duration::days(2);
+/// A notice this much later than the lead time asks is marked short notice.
+const LATE_TOLERANCE: chrono::Duration = chrono::Duration::minutes(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum MaintenanceError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+    #[error("cannot encode notice state: {0}")]
+    State(#[from] serde_json::Error),
+}
+
+/// What one customer was last told about one change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Announced {
+    sequence: u32,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    services: BTreeSet<String>,
+    cis: BTreeSet<String>,
+    stage: Stage,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Stage {
+    Announced,
+    Cancelled,
+    Completed,
+}
+
+/// Everything the planner needs besides the store.
+pub struct Planner<'a> {
+    pub customers: &'a [Customer],
+    pub settings: &'a MaintenanceSection,
+    pub default_time_zone: Tz,
+    pub templates: &'a Templates,
+    /// The sender: the organizer of the calendar events and the domain of
+    /// UIDs and Message-IDs.
+    pub from: &'a lettre::message::Mailbox,
+}
+
+/// What the ITSM says about who uses what, resolved to names.
+struct Inventory {
+    /// CI sys_id → name.
+    ci_names: HashMap<String, String>,
+    /// Change sys_id → affected CI sys_ids (task_ci).
+    change_cis: HashMap<String, BTreeSet<String>>,
+    /// Customer id → (CI id or name → services through it).
+    usage: HashMap<String, Vec<(String, Option<String>)>>,
+}
+
+impl Planner<'_> {
+    /// Queues every notice due at `now`; returns how many messages.
+    pub fn run(&self, store: &Store, now: DateTime<Utc>) -> Result<usize, MaintenanceError> {
+        let inventory = self.inventory(store)?;
+        let mut queued = 0;
+        for record in store.itsm_records("changes")? {
+            let ItsmRecord::Change(change) = record else {
+                continue;
+            };
+            if change
+                .change_type
+                .as_ref()
+                .is_some_and(|t| self.settings.not_customer_impacting_types.contains(t))
+            {
+                continue;
+            }
+            let cis = self.affected_cis(&change, &inventory);
+            for customer in self.customers {
+                queued += self.plan(store, &change, &cis, customer, &inventory, now)?;
+            }
+        }
+        Ok(queued)
+    }
+
+    fn inventory(&self, store: &Store) -> Result<Inventory, StoreError> {
+        let mut ci_names = HashMap::new();
+        for record in store.itsm_records("cis")? {
+            if let ItsmRecord::Ci(ci) = record {
+                ci_names.insert(ci.id, ci.name);
+            }
+        }
+        let mut change_cis: HashMap<String, BTreeSet<String>> = HashMap::new();
+        for record in store.itsm_records("change_cis")? {
+            if let ItsmRecord::ChangeCi(row) = record {
+                change_cis.entry(row.change).or_default().insert(row.ci);
+            }
+        }
+        let mut account_numbers = HashMap::new();
+        for record in store.itsm_records("accounts")? {
+            if let ItsmRecord::Account(Account {
+                id,
+                number: Some(number),
+                ..
+            }) = record
+            {
+                account_numbers.insert(id, number);
+            }
+        }
+        let mut usage: HashMap<String, Vec<(String, Option<String>)>> = HashMap::new();
+        for customer in self.customers {
+            let entries = usage.entry(customer.id.to_string()).or_default();
+            for entry in &customer.install_base {
+                if let Some(ci) = &entry.ci {
+                    entries.push((ci.clone(), entry.service.clone()));
+                }
+            }
+        }
+        for record in store.itsm_records("install_base")? {
+            let ItsmRecord::InstallBaseItem(item) = record else {
+                continue;
+            };
+            let retired = item.uninstall_date.is_some()
+                || item.state.as_deref().is_some_and(|s| s != "installed");
+            let (Some(account), Some(ci), false) = (item.account, item.ci, retired) else {
+                continue;
+            };
+            let Some(number) = account_numbers.get(&account) else {
+                continue;
+            };
+            let service = item.service.map(|s| ci_names.get(&s).cloned().unwrap_or(s));
+            for customer in self.customers {
+                if customer.itsm_account.as_deref() == Some(number.as_str()) {
+                    usage
+                        .entry(customer.id.to_string())
+                        .or_default()
+                        .push((ci.clone(), service.clone()));
+                }
+            }
+        }
+        Ok(Inventory {
+            ci_names,
+            change_cis,
+            usage,
+        })
+    }
+
+    /// The change's CIs (its main CI and task_ci rows) that may notify.
+    fn affected_cis(&self, change: &Change, inventory: &Inventory) -> BTreeSet<String> {
+        let mut cis: BTreeSet<String> = inventory
+            .change_cis
+            .get(&change.id)
+            .cloned()
+            .unwrap_or_default();
+        cis.extend(change.ci.clone());
+        let silent = &self.settings.not_customer_impacting_cis;
+        cis.retain(|ci| {
+            let name = inventory.ci_names.get(ci);
+            !silent.contains(ci) && !name.is_some_and(|n| silent.contains(n))
+        });
+        cis
+    }
+
+    fn plan(
+        &self,
+        store: &Store,
+        change: &Change,
+        cis: &BTreeSet<String>,
+        customer: &Customer,
+        inventory: &Inventory,
+        now: DateTime<Utc>,
+    ) -> Result<usize, MaintenanceError> {
+        // The customer's CIs and services this change touches, by name.
+        let mut hit_cis = BTreeSet::new();
+        let mut services = BTreeSet::new();
+        for (used, service) in inventory
+            .usage
+            .get(customer.id.as_str())
+            .into_iter()
+            .flatten()
+        {
+            let hit = cis.iter().any(|ci| {
+                ci == used || inventory.ci_names.get(ci).is_some_and(|name| name == used)
+            });
+            if hit {
+                hit_cis.insert(
+                    inventory
+                        .ci_names
+                        .get(used)
+                        .cloned()
+                        .unwrap_or(used.clone()),
+                );
+                services.extend(service.clone());
+            }
+        }
+        let state_name = format!("maintenance/{}/{}", change.id, customer.id);
+        let told: Option<Announced> = match store.outbox_state(&state_name)? {
+            Some(bytes) => serde_json::from_slice(&bytes).ok(),
+            None => None,
+        };
+        let (Some(start), Some(end)) = (change.planned_start, change.planned_end) else {
+            return Ok(0);
+        };
+        let lead = chrono::Duration::from_std(customer.contract.maintenance_notice_lead_time.0)
+            .unwrap_or(chrono::Duration::zero());
+
+        let decision = match (&told, change.state) {
+            (Some(t), ChangeState::Canceled) if t.stage == Stage::Announced => Some((
+                MaintenanceKind::Cancellation,
+                t.sequence + 1,
+                Stage::Cancelled,
+            )),
+            (Some(t), ChangeState::Review | ChangeState::Closed)
+                if t.stage == Stage::Announced && change.close_code.is_some() =>
+            {
+                Some((MaintenanceKind::Completion, t.sequence, Stage::Completed))
+            }
+            (
+                Some(t),
+                ChangeState::New
+                | ChangeState::Assess
+                | ChangeState::Authorize
+                | ChangeState::Scheduled
+                | ChangeState::Implement,
+            ) if t.stage == Stage::Announced
+                && !hit_cis.is_empty()
+                && (t.start != start || t.end != end || t.services != services) =>
+            {
+                Some((MaintenanceKind::Update, t.sequence + 1, Stage::Announced))
+            }
+            (
+                None,
+                ChangeState::New
+                | ChangeState::Assess
+                | ChangeState::Authorize
+                | ChangeState::Scheduled
+                | ChangeState::Implement,
+            ) if !hit_cis.is_empty() && now >= start - lead && end > now - STALE_AFTER => {
+                Some((MaintenanceKind::Notice, 0, Stage::Announced))
+            }
+            _ => None,
+        };
+        let Some((kind, sequence, stage)) = decision else {
+            return Ok(0);
+        };
+        let (hit_cis, services) = match (&told, kind) {
+            // A cancellation or completion names what was announced.
+            (Some(t), MaintenanceKind::Cancellation | MaintenanceKind::Completion) => {
+                (t.cis.clone(), t.services.clone())
+            }
+            _ => (hit_cis, services),
+        };
+        let notice = MaintenanceNotice {
+            kind,
+            short_notice: kind == MaintenanceKind::Notice && start - now < lead - LATE_TOLERANCE,
+            customer_name: customer.name.clone(),
+            recipient_name: None,
+            change_number: change.number.clone(),
+            summary: change.short_description.clone(),
+            start,
+            end,
+            previous_window: told
+                .as_ref()
+                .filter(|t| kind == MaintenanceKind::Update && (t.start, t.end) != (start, end))
+                .map(|t| (t.start, t.end)),
+            time_zone: customer.time_zone.map_or(self.default_time_zone, |tz| tz.0),
+            services: services.iter().cloned().collect(),
+            cis: hit_cis.iter().cloned().collect(),
+            close_code: change.close_code.clone(),
+            sequence,
+        };
+        let state = Announced {
+            sequence,
+            start,
+            end,
+            services,
+            cis: hit_cis,
+            stage,
+        };
+        let messages = self.messages(change, customer, &notice, now)?;
+        let count = messages.len();
+        store.queue_messages(
+            vec![StateChange::Put {
+                name: state_name,
+                value: serde_json::to_vec(&state)?,
+            }],
+            messages,
+        )?;
+        tracing::info!(
+            change = %change.number,
+            customer = %customer.id,
+            kind = kind.as_str(),
+            sequence,
+            recipients = count,
+            "Maintenance notice queued"
+        );
+        Ok(count)
+    }
+
+    /// One message per maintenance contact (the primary contacts when the
+    /// customer names none).
+    fn messages(
+        &self,
+        change: &Change,
+        customer: &Customer,
+        notice: &MaintenanceNotice,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<OutboxMessage>, MaintenanceError> {
+        let mut recipients: Vec<_> = customer
+            .contacts
+            .iter()
+            .filter(|c| c.roles.contains(&ContactRole::Maintenance))
+            .collect();
+        if recipients.is_empty() {
+            recipients = customer
+                .contacts
+                .iter()
+                .filter(|c| c.roles.contains(&ContactRole::Primary))
+                .collect();
+        }
+        let domain = self.from.email.domain();
+        let kind = match notice.kind {
+            MaintenanceKind::Notice => MessageKind::MaintenanceNotice,
+            MaintenanceKind::Update => MessageKind::MaintenanceUpdate,
+            MaintenanceKind::Cancellation => MessageKind::MaintenanceCancellation,
+            MaintenanceKind::Completion => MessageKind::MaintenanceCompletion,
+        };
+        let mut out = Vec::new();
+        for contact in recipients {
+            // Checked when the customer file was loaded.
+            let Ok(address) = contact.email.parse::<lettre::Address>() else {
+                continue;
+            };
+            let notice = MaintenanceNotice {
+                recipient_name: Some(contact.name.clone()),
+                ..notice.clone()
+            };
+            let rendered = self.templates.maintenance(&notice)?;
+            let method = match notice.kind {
+                MaintenanceKind::Notice | MaintenanceKind::Update => Some(Method::Request),
+                MaintenanceKind::Cancellation => Some(Method::Cancel),
+                MaintenanceKind::Completion => None,
+            };
+            let calendar = method.map(|method| {
+                let uid = format!("{}.{}@{domain}", change.number, customer.id);
+                let summary = format!(
+                    "Planned maintenance {}{}",
+                    change.number,
+                    change
+                        .short_description
+                        .as_deref()
+                        .map(|s| format!(": {s}"))
+                        .unwrap_or_default()
+                );
+                let organizer_name = self.from.name.clone().unwrap_or_default();
+                let organizer_email = self.from.email.to_string();
+                CalendarPart {
+                    method: method.as_str().to_string(),
+                    ics: maintenance_calendar(&MaintenanceEvent {
+                        uid: &uid,
+                        sequence: notice.sequence,
+                        stamp: now,
+                        start: notice.start,
+                        end: notice.end,
+                        summary: &summary,
+                        description: &rendered.text,
+                        organizer: Some((&organizer_name, &organizer_email)),
+                        method,
+                    }),
+                }
+            });
+            let key = format!(
+                "maintenance/{}/{}/{}/{}/{}",
+                change.number,
+                customer.id,
+                notice.kind.as_str(),
+                notice.sequence,
+                contact.email
+            );
+            let id = message_id_for(&key);
+            out.push(OutboxMessage {
+                message_id: format!("<{id}.{}@{domain}>", customer.id),
+                id,
+                key,
+                kind,
+                customer: customer.id.clone(),
+                to: lettre::message::Mailbox::new(Some(contact.name.clone()), address).to_string(),
+                subject: rendered.subject,
+                text: rendered.text,
+                html: rendered.html,
+                calendar,
+                status: MessageStatus::Pending,
+                attempts: 0,
+                next_attempt_at: now,
+                last_error: None,
+                created_at: now,
+                sent_at: None,
+            });
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,240 @@
+#!/usr/bin/env python3
+"""A real SMTP server for csmd's e-mail tests, with failures on demand.
+
+aiosmtpd speaks the protocol; this script only decides, per connection and
+per command, what to answer. It binds 127.0.0.1, prints `READY <port>` once
+listening, and stores every accepted message in the maildir as `<n>.eml`
+(the raw DATA bytes) and `<n>.json` (envelope and size), the `.json` last,
+each written to a temporary name and renamed so a reader never sees half a
+file.
+
+Behaviour comes from the JSON rules file, looked at again (one stat) on
+every connection and command, so a test can change it while the server runs:
+
+  {"reject_rcpt": {"dead@example.net": "550 5.1.1 No such user"}}
+      answer RCPT TO for that address with that reply
+  {"tempfail_data": {"count": 3, "reply": "451 4.3.0 Try again later"}}
+      answer the next `count` messages at the end of DATA with that reply;
+      how many were answered so is kept in `<rules>.state`, so it survives
+      a restart of this server and starts over whenever the rules file is
+      written again
+  {"greeting_421": true}
+      greet with `421 4.3.2 Service not available` and close
+  {"delay_data_ms": N}
+      wait N ms before answering the end of DATA
+  {"auth": {"user": "u", "password": "p"}}
+      require AUTH PLAIN or LOGIN (without TLS: the server is loopback only)
+  {"close_idle_after_ms": N}
+      close a connection that has been idle for N ms, without a word
+
+STARTTLS is not offered: the tests have no certificate to serve.
+"""
+
+import argparse
+import asyncio
+import errno
+import hashlib
+import json
+import logging
+import os
+import sys
+import warnings
+
+try:
+    from aiosmtpd.smtp import SMTP, AuthResult
+except ImportError:
+    print(
+        "aiosmtpd is not installed: run pip install aiosmtpd (scripts/test does it)",
+        file=sys.stderr,
+    )
+    sys.exit(3)
+
+HOSTNAME = "smtp.test.invalid"
+GREETING_421 = b"421 4.3.2 Service not available\r\n"
+# How long a restart on a fixed port keeps trying while the old socket lingers.
+BIND_RETRY_SECONDS = 5.0
+
+
+def write_atomically(path, data):
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+class Rules:
+    """The rules file, reloaded when it changes, and the tempfail budget."""
+
+    def __init__(self, path):
+        self.path = path
+        self.state_path = path + ".state"
+        self.identity = None
+        self.rules = {}
+
+    def current(self):
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            self.identity, self.rules = None, {}
+            return self.rules
+        identity = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if identity != self.identity:
+            with open(self.path, "rb") as f:
+                text = f.read()
+            self.rules = json.loads(text) if text.strip() else {}
+            self.identity = identity
+        return self.rules
+
+    def _generation(self):
+        # A new write of the rules file is a new generation, even with the
+        # same content, so a test can ask for the same failures twice.
+        ino, mtime_ns, size = self.identity
+        return f"{ino}:{mtime_ns}:{size}"
+
+    def take_tempfail(self):
+        """The reply for this DATA if it is one of the next `count`, else None."""
+        rule = self.current().get("tempfail_data")
+        if not rule or self.identity is None:
+            return None
+        generation = self._generation()
+        used = 0
+        try:
+            with open(self.state_path) as f:
+                state = json.load(f)
+            if state.get("generation") == generation:
+                used = state.get("tempfail_used", 0)
+        except (FileNotFoundError, ValueError):
+            pass
+        if used >= rule.get("count", 0):
+            return None
+        state = {"generation": generation, "tempfail_used": used + 1}
+        write_atomically(self.state_path, json.dumps(state).encode())
+        return rule.get("reply", "451 4.3.0 Try again later")
+
+
+class Maildir:
+    def __init__(self, path):
+        self.path = path
+        os.makedirs(path, exist_ok=True)
+        # A restarted server goes on numbering after what is already there.
+        numbers = [
+            int(name[:-5])
+            for name in os.listdir(path)
+            if name.endswith(".json") and name[:-5].isdigit()
+        ]
+        self.next = max(numbers, default=0) + 1
+
+    def store(self, mail_from, rcpt_tos, raw):
+        name = os.path.join(self.path, f"{self.next:06d}")
+        self.next += 1
+        write_atomically(name + ".eml", raw)
+        meta = {"mail_from": mail_from, "rcpt_tos": rcpt_tos, "size": len(raw)}
+        write_atomically(name + ".json", json.dumps(meta).encode())
+
+
+class Handler:
+    def __init__(self, rules, maildir):
+        self.rules = rules
+        self.maildir = maildir
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        reply = self.rules.current().get("reject_rcpt", {}).get(address)
+        if reply:
+            return reply
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        delay_ms = self.rules.current().get("delay_data_ms", 0)
+        if delay_ms:
+            await asyncio.sleep(delay_ms / 1000)
+        reply = self.rules.take_tempfail()
+        if reply:
+            return reply
+        self.maildir.store(envelope.mail_from, envelope.rcpt_tos, envelope.original_content)
+        return "250 OK: queued"
+
+
+class Refuse(asyncio.Protocol):
+    """A server that is up but will not serve: 421 and hang up."""
+
+    def connection_made(self, transport):
+        transport.write(GREETING_421)
+        transport.close()
+
+
+def authenticator_for(credentials):
+    user = credentials.get("user", "").encode()
+    password = credentials.get("password", "").encode()
+
+    def authenticate(server, session, envelope, mechanism, auth_data):
+        ok = (
+            mechanism in ("PLAIN", "LOGIN")
+            and auth_data.login == user
+            and auth_data.password == password
+        )
+        return AuthResult(success=ok)
+
+    return authenticate
+
+
+def connection_factory(loop, rules, handler):
+    def new_connection():
+        current = rules.current()
+        if current.get("greeting_421"):
+            return Refuse()
+        options = {}
+        auth = current.get("auth")
+        if auth:
+            options.update(
+                authenticator=authenticator_for(auth),
+                auth_required=True,
+                auth_require_tls=False,
+            )
+        idle_ms = current.get("close_idle_after_ms")
+        if idle_ms:
+            options["timeout"] = idle_ms / 1000
+        return SMTP(handler, hostname=HOSTNAME, loop=loop, **options)
+
+    return new_connection
+
+
+async def listen(loop, factory, port):
+    deadline = loop.time() + BIND_RETRY_SECONDS
+    while True:
+        try:
+            # asyncio sets SO_REUSEADDR, so TIME_WAIT does not block a
+            # restart; a socket of the old process still closing might.
+            return await loop.create_server(factory, "127.0.0.1", port)
+        except OSError as e:
+            if e.errno != errno.EADDRINUSE or port == 0 or loop.time() > deadline:
+                raise
+            await asyncio.sleep(0.05)
+
+
+async def main(args):
+    loop = asyncio.get_running_loop()
+    rules = Rules(args.rules)
+    handler = Handler(rules, Maildir(args.maildir))
+    server = await listen(loop, connection_factory(loop, rules, handler), args.port)
+    port = server.sockets[0].getsockname()[1]
+    print(f"READY {port}", flush=True)
+    async with server:
+        await server.serve_forever()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--maildir", required=True)
+    parser.add_argument("--rules", required=True)
+    args = parser.parse_args()
+    # aiosmtpd warns, rightly, that AUTH without TLS is unsafe; here it is
+    # loopback only, and the warning would only bury the useful log lines.
+    warnings.filterwarnings("ignore", module="aiosmtpd")
+    logging.getLogger("mail.log").setLevel(logging.ERROR)
+    try:
+        asyncio.run(main(args))
+    except KeyboardInterrupt:
+        pass
