@@ -23,6 +23,9 @@ use crate::notify::templates::{MaintenanceKind, MaintenanceNotice, TemplateError
 use crate::store::outbox::{StateChange, message_id_for};
 use crate::store::{Store, StoreError};
 
+/// Names of the per change and customer states in the outbox tree.
+const STATE_PREFIX: &str = "maintenance/";
+
 /// Notices are not sent for windows that ended longer ago than this.
 const STALE_AFTER: chrono::Duration = chrono::Duration::days(2);
 /// A notice this much later than the lead time asks is marked short notice.
@@ -68,7 +71,8 @@ pub struct Planner<'a> {
     pub from: &'a lettre::message::Mailbox,
 }
 
-/// What the ITSM says about who uses what, resolved to names.
+/// What the ITSM says about who uses what, resolved to names, and what
+/// customers were told so far: read once per run.
 struct Inventory {
     /// CI sys_id → name.
     ci_names: HashMap<String, String>,
@@ -76,6 +80,8 @@ struct Inventory {
     change_cis: HashMap<String, BTreeSet<String>>,
     /// Customer id → (CI id or name → services through it).
     usage: HashMap<String, Vec<(String, Option<String>)>>,
+    /// What every customer was told about every change, by state name.
+    told: HashMap<String, Announced>,
 }
 
 impl Planner<'_> {
@@ -157,10 +163,16 @@ impl Planner<'_> {
                 }
             }
         }
+        let told = store
+            .outbox_states(STATE_PREFIX)?
+            .into_iter()
+            .filter_map(|(name, bytes)| Some((name, serde_json::from_slice(&bytes).ok()?)))
+            .collect();
         Ok(Inventory {
             ci_names,
             change_cis,
             usage,
+            told,
         })
     }
 
@@ -212,18 +224,15 @@ impl Planner<'_> {
                 services.extend(service.clone());
             }
         }
-        let state_name = format!("maintenance/{}/{}", change.id, customer.id);
-        let told: Option<Announced> = match store.outbox_state(&state_name)? {
-            Some(bytes) => serde_json::from_slice(&bytes).ok(),
-            None => None,
-        };
+        let state_name = format!("{STATE_PREFIX}{}/{}", change.id, customer.id);
+        let told = inventory.told.get(&state_name);
         let (Some(start), Some(end)) = (change.planned_start, change.planned_end) else {
             return Ok(0);
         };
         let lead = chrono::Duration::from_std(customer.contract.maintenance_notice_lead_time.0)
             .unwrap_or(chrono::Duration::zero());
 
-        let decision = match (&told, change.state) {
+        let decision = match (told, change.state) {
             (Some(t), ChangeState::Canceled) if t.stage == Stage::Announced => Some((
                 MaintenanceKind::Cancellation,
                 t.sequence + 1,
@@ -262,7 +271,7 @@ impl Planner<'_> {
         let Some((kind, sequence, stage)) = decision else {
             return Ok(0);
         };
-        let (hit_cis, services) = match (&told, kind) {
+        let (hit_cis, services) = match (told, kind) {
             // A cancellation or completion names what was announced.
             (Some(t), MaintenanceKind::Cancellation | MaintenanceKind::Completion) => {
                 (t.cis.clone(), t.services.clone())

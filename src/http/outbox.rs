@@ -62,14 +62,10 @@ async fn list(
     };
     let limit = query.limit.unwrap_or(100).min(10_000);
     let store = state.store.clone();
-    let (messages, counts) = tokio::task::spawn_blocking(move || {
-        Ok::<_, crate::store::StoreError>((
-            store.outbox_messages(&filter, limit)?,
-            store.outbox_counts()?,
-        ))
-    })
-    .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    let (messages, counts) =
+        tokio::task::spawn_blocking(move || store.outbox_overview(&filter, limit))
+            .await
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
     let counts: serde_json::Map<String, Value> = MessageStatus::ALL
         .into_iter()
         .map(|s| {

@@ -392,9 +392,10 @@ fn sample_notices() -> Vec<MaintenanceNotice> {
         .collect()
 }
 
-/// Header-safe subject: no control characters (CR, LF, tab…), no runs of
-/// white space, nothing at either end.
-fn single_line(subject: &str) -> String {
+/// Header-safe text: no control characters (CR, LF, tab…), no runs of
+/// white space, nothing at either end, so no value can start a header of
+/// its own.
+pub fn single_line(subject: &str) -> String {
     subject
         .split(|c: char| c.is_control() || c.is_whitespace())
         .filter(|word| !word.is_empty())

@@ -25,6 +25,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::templates::single_line;
 use super::transport::{SendError, Transport};
 use crate::config::Email;
 use crate::config::value::RateLimit;
@@ -111,16 +112,6 @@ impl Composer {
             .multipart(body)
             .map_err(|e| SendError::Permanent(format!("cannot build the message: {e}")))
     }
-}
-
-/// Text for a header: control characters (CR, LF…) become spaces, so no
-/// value can start a header of its own.
-pub fn single_line(text: &str) -> String {
-    let cleaned: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    cleaned.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 pub struct Worker {

@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{Store, StoreError};
 use crate::metrics::{ConnectorLabels, Metrics};
-use crate::model::{ConnectorName, Event, JournalEntry};
+use crate::model::{ConnectorName, Event};
 
 /// Most appends in one group; bounds the latency of the group's last one.
 const MAX_GROUP: usize = 1024;
@@ -73,7 +73,19 @@ pub enum AppendError {
     Store(String),
 }
 
-/// What the deliveries tree remembers of a delivery id.
+/// A [`crate::model::JournalEntry`] as written: the same encoding, borrowing the event
+/// instead of copying it on the ingest path.
+#[derive(Serialize)]
+struct EntryRef<'a> {
+    seq: u64,
+    connector: &'a ConnectorName,
+    received_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delivery_id: Option<&'a str>,
+    event: &'a Event,
+}
+
+/// What the journal remembers of a delivery id.
 #[derive(Serialize, Deserialize)]
 struct DeliveryRecord {
     first_seq: u64,
@@ -270,12 +282,12 @@ impl Committer {
             }
             let first_seq = seq;
             for event in &append.events {
-                let entry = JournalEntry {
+                let entry = EntryRef {
                     seq,
-                    connector: append.connector.clone(),
+                    connector: &append.connector,
                     received_at,
-                    delivery_id: append.delivery_id.clone(),
-                    event: event.clone(),
+                    delivery_id: append.delivery_id.as_deref(),
+                    event,
                 };
                 batch.insert(&key::entry(seq), encode(&entry)?);
                 seq += 1;
@@ -364,5 +376,49 @@ pub(crate) mod key {
         key.push(CURSOR);
         key.extend_from_slice(name.as_bytes());
         key
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{AlertEvent, AlertStatus, JournalEntry};
+
+    #[test]
+    fn an_entry_is_written_exactly_as_a_journal_entry_is_encoded() {
+        let entry = JournalEntry {
+            seq: 7,
+            connector: "monitoring".parse().unwrap(),
+            received_at: Utc::now(),
+            delivery_id: Some("msg_1".into()),
+            event: Event::Alert(AlertEvent {
+                source_id: "a1".into(),
+                status: AlertStatus::Firing,
+                service: Some("ip-vpn".into()),
+                ci: None,
+                customer: None,
+                severity: None,
+                summary: "down".into(),
+                starts_at: None,
+                ends_at: None,
+            }),
+        };
+        for delivery_id in [entry.delivery_id.clone(), None] {
+            let owned = JournalEntry {
+                delivery_id,
+                ..entry.clone()
+            };
+            let borrowed = EntryRef {
+                seq: owned.seq,
+                connector: &owned.connector,
+                received_at: owned.received_at,
+                delivery_id: owned.delivery_id.as_deref(),
+                event: &owned.event,
+            };
+            assert_eq!(
+                encode(&borrowed).unwrap(),
+                serde_json::to_vec(&owned).unwrap()
+            );
+        }
     }
 }

@@ -105,14 +105,6 @@ impl Store {
         Ok(queued)
     }
 
-    /// A processor's state, by name.
-    pub fn outbox_state(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self
-            .outbox_tree()?
-            .get(prefixed(STATE, name.as_bytes()))?
-            .map(|v| v.to_vec()))
-    }
-
     /// Every state whose name starts with `prefix`, by name.
     pub fn outbox_states(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let mut out = Vec::new();
@@ -222,17 +214,21 @@ impl Store {
         Ok(())
     }
 
-    /// Messages matching `filter`, newest first (a scan).
-    pub fn outbox_messages(
+    /// Messages matching `filter`, newest first, at most `limit`, and how
+    /// many messages of every customer are in each status: one scan.
+    pub fn outbox_overview(
         &self,
         filter: &OutboxFilter,
         limit: usize,
-    ) -> Result<Vec<OutboxMessage>, StoreError> {
+    ) -> Result<(Vec<OutboxMessage>, HashMap<MessageStatus, u64>), StoreError> {
         let mut out = Vec::new();
+        let mut counts = HashMap::new();
         for item in self.outbox_tree()?.scan_prefix([MESSAGE]) {
             let (key, bytes) = item?;
             let message = Self::decode_message(&key, &bytes)?;
-            if filter.status.is_some_and(|s| s != message.status)
+            *counts.entry(message.status).or_default() += 1;
+            if limit == 0
+                || filter.status.is_some_and(|s| s != message.status)
                 || filter
                     .customer
                     .as_deref()
@@ -244,7 +240,7 @@ impl Store {
         }
         out.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
         out.truncate(limit);
-        Ok(out)
+        Ok((out, counts))
     }
 
     /// Makes a dead or pending message due now; returns it, or `None`
@@ -271,12 +267,6 @@ impl Store {
     /// How many messages are in each status (a scan, done at start; the
     /// worker keeps the gauges current after that).
     pub fn outbox_counts(&self) -> Result<HashMap<MessageStatus, u64>, StoreError> {
-        let mut counts = HashMap::new();
-        for item in self.outbox_tree()?.scan_prefix([MESSAGE]) {
-            let (key, bytes) = item?;
-            let message = Self::decode_message(&key, &bytes)?;
-            *counts.entry(message.status).or_default() += 1;
-        }
-        Ok(counts)
+        Ok(self.outbox_overview(&OutboxFilter::default(), 0)?.1)
     }
 }

@@ -100,11 +100,9 @@ impl SmtpServer {
     pub fn wait_for_messages(&self, n: usize, timeout: Duration) -> Vec<Received> {
         let deadline = Instant::now() + timeout;
         loop {
-            let messages = self.messages();
-            if messages.len() >= n {
+            if let Some(messages) = self.arrived(n, timeout, deadline) {
                 return messages;
             }
-            self.assert_waiting(n, messages.len(), timeout, deadline);
             std::thread::sleep(POLL_EVERY);
         }
     }
@@ -113,13 +111,21 @@ impl SmtpServer {
     pub async fn wait_for_messages_async(&self, n: usize, timeout: Duration) -> Vec<Received> {
         let deadline = Instant::now() + timeout;
         loop {
-            let messages = self.messages();
-            if messages.len() >= n {
+            if let Some(messages) = self.arrived(n, timeout, deadline) {
                 return messages;
             }
-            self.assert_waiting(n, messages.len(), timeout, deadline);
             tokio::time::sleep(POLL_EVERY).await;
         }
+    }
+
+    /// The messages once there are `n`; fails the test past `deadline`.
+    fn arrived(&self, n: usize, timeout: Duration, deadline: Instant) -> Option<Vec<Received>> {
+        let messages = self.messages();
+        if messages.len() >= n {
+            return Some(messages);
+        }
+        self.assert_waiting(n, messages.len(), timeout, deadline);
+        None
     }
 
     /// Kills the server; the maildir and the rules stay. Clients then get
