@@ -108,10 +108,18 @@ fn main() -> ExitCode {
 
 fn check_config(path: &std::path::Path) -> ExitCode {
     match config::load(path) {
-        Ok(config) => {
-            print!("{}", config.summary());
-            ExitCode::SUCCESS
-        }
+        // The daemon renders every template once at start; so does this.
+        Ok(config) => match csmd::app::load_templates(&config.email) {
+            Ok(_) => {
+                print!("{}", config.summary());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{}: e-mail templates: {e}", path.display());
+                eprintln!("1 error(s); the configuration was not accepted");
+                ExitCode::FAILURE
+            }
+        },
         Err(diagnostics) => {
             for d in &diagnostics.0 {
                 eprintln!("{d}");

@@ -1034,6 +1034,45 @@ configuration {dir}/csmd.toml is valid
 }
 
 #[test]
+fn check_config_renders_the_operators_templates_as_the_daemon_does() {
+    let dir = ConfigDir::new(&[
+        (
+            "csmd.toml",
+            r#"
+[email]
+from = "Example Telecom CSM <csm@example.net>"
+templates_dir = "templates"
+"#,
+        ),
+        (
+            "templates/maintenance.txt",
+            "Hello\n{% if kind == %}\n{% endif %}\n",
+        ),
+    ]);
+    let out = dir.check_config();
+
+    assert_eq!(out.status.code(), Some(1), "stdout: {}", stdout(&out));
+    assert_eq!(stdout(&out), "");
+    let stderr = stderr(&out).replace(&dir.path().display().to_string(), "{dir}");
+    assert!(
+        stderr.starts_with(
+            "{dir}/csmd.toml: e-mail templates: template {dir}/templates/maintenance.txt:2: "
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains("syntax error"), "{stderr}");
+    assert!(
+        stderr.ends_with("1 error(s); the configuration was not accepted\n"),
+        "{stderr}"
+    );
+
+    // Fixed, the same configuration is accepted.
+    dir.write("templates/maintenance.txt", "Hello {{ customer_name }}\n");
+    let out = dir.check_config();
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", self::stderr(&out));
+}
+
+#[test]
 fn check_config_lists_every_error_and_exits_1() {
     let dir = ConfigDir::new(&[
         (

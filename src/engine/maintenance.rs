@@ -393,6 +393,7 @@ impl Planner<'_> {
                         summary: &summary,
                         description: &rendered.text,
                         organizer: Some((&organizer_name, &organizer_email)),
+                        attendee: Some((&contact.name, &contact.email)),
                         method,
                     }),
                 }

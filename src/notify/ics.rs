@@ -9,7 +9,7 @@
 //! quotes in parameters).
 
 use chrono::{DateTime, Utc};
-use icalendar::{Calendar, Component, EventLike, EventStatus, Property};
+use icalendar::{Attendee, Calendar, Component, EventLike, EventStatus, Property, Role};
 
 /// How the receiving calendar should treat the event (RFC 5546). The MIME
 /// part must carry the same method: `text/calendar; method=REQUEST`.
@@ -49,6 +49,10 @@ pub struct MaintenanceEvent<'a> {
     pub description: &'a str,
     /// The sender's display name and e-mail address.
     pub organizer: Option<(&'a str, &'a str)>,
+    /// The recipient's display name and address. RFC 5546 requires an
+    /// ATTENDEE in a REQUEST and a CANCEL; it is written as informed, not
+    /// invited (ROLE=NON-PARTICIPANT, RSVP=FALSE), so no reply is asked.
+    pub attendee: Option<(&'a str, &'a str)>,
     pub method: Method,
 }
 
@@ -58,7 +62,7 @@ pub const PRODID: &str = "-//csmd//maintenance notices//EN";
 /// METHOD, PRODID "-//csmd//maintenance notices//EN", VERSION 2.0, one
 /// VEVENT with UID, SEQUENCE, DTSTAMP, DTSTART/DTEND in UTC (Z form),
 /// SUMMARY, DESCRIPTION, STATUS (CONFIRMED, or CANCELLED with
-/// Method::Cancel), TRANSP:OPAQUE, ORGANIZER when given.
+/// Method::Cancel), TRANSP:OPAQUE, ORGANIZER and ATTENDEE when given.
 pub fn maintenance_calendar(event: &MaintenanceEvent) -> String {
     let status = match event.method {
         Method::Cancel => EventStatus::Cancelled,
@@ -82,6 +86,16 @@ pub fn maintenance_calendar(event: &MaintenanceEvent) -> String {
             organizer.add_parameter("CN", &name);
         }
         vevent.append_property(organizer);
+    }
+    if let Some((name, email)) = event.attendee {
+        let mut attendee = Attendee::new(format!("mailto:{}", address(email)))
+            .role(Role::NonParticipant)
+            .rsvp(false);
+        let name = parameter(name);
+        if !name.is_empty() {
+            attendee = attendee.cn(name);
+        }
+        vevent.attendee(attendee);
     }
 
     let mut calendar = Calendar::empty();
@@ -146,6 +160,7 @@ mod tests {
             summary: "Planned maintenance CHG0030001",
             description: "Core router firmware upgrade",
             organizer: Some(("Example Networks NOC", "noc@example.net")),
+            attendee: Some(("Jane Doe", "jane@acme.example")),
             method,
         }
     }
@@ -206,6 +221,13 @@ mod tests {
             organizer.params().get("CN").map(|p| p.value()),
             Some("Example Networks NOC")
         );
+        let attendees = vevent.get_attendees();
+        assert_eq!(attendees.len(), 1);
+        let attendee = &attendees[0];
+        assert_eq!(attendee.cal_address, "mailto:jane@acme.example");
+        assert_eq!(attendee.cn.as_deref(), Some("Jane Doe"));
+        assert_eq!(attendee.role, Some(Role::NonParticipant));
+        assert_eq!(attendee.rsvp, Some(false));
     }
 
     #[test]
@@ -225,11 +247,13 @@ mod tests {
     fn publish_without_organizer_has_no_organizer() {
         let ics = maintenance_calendar(&MaintenanceEvent {
             organizer: None,
+            attendee: None,
             ..event(Method::Publish)
         });
         let calendar = parse(&ics);
         assert_eq!(calendar.property_value("METHOD"), Some("PUBLISH"));
         assert!(!ics.contains("ORGANIZER"));
+        assert!(!ics.contains("ATTENDEE"));
         assert_eq!(
             only_event(&calendar).get_status(),
             Some(EventStatus::Confirmed)
@@ -266,6 +290,7 @@ mod tests {
             summary: "Works\r\nMETHOD:PUBLISH",
             description: "line one\rline two\u{7}",
             organizer: Some(("NOC \"team\"\r\nX-EVIL:1", "noc@example.net\r\nX-EVIL:2")),
+            attendee: Some(("Eve\r\nX-EVIL:3", "eve@acme.example\nX-EVIL:4")),
             ..event(Method::Cancel)
         });
         assert_well_formed(&ics);

@@ -85,8 +85,7 @@ pub enum TemplateError {
 }
 
 fn line_suffix(line: Option<usize>) -> String {
-    line.map(|line| format!(", line {line}"))
-        .unwrap_or_default()
+    line.map(|line| format!(":{line}")).unwrap_or_default()
 }
 
 /// A rendered message, ready for a multipart/alternative body.
@@ -877,7 +876,10 @@ mod tests {
             "{error:?}"
         );
         assert!(message.contains(&path.display().to_string()), "{message}");
-        assert!(message.contains("line 2"), "{message}");
+        assert!(
+            message.contains(&format!("{}:2: ", path.display())),
+            "{message}"
+        );
         assert!(message.contains("syntax error"), "{message}");
     }
 

@@ -246,6 +246,8 @@ pub struct Received {
     pub raw: Vec<u8>,
     /// The `Message-ID` header as written, angle brackets included.
     pub message_id: Option<String>,
+    /// When the server accepted it, in seconds since the Unix epoch.
+    pub received_at: f64,
 }
 
 impl Received {
@@ -267,6 +269,9 @@ impl Received {
                 .collect(),
             raw,
             message_id: None,
+            received_at: meta["received_at"]
+                .as_f64()
+                .expect("the envelope has received_at"),
         };
         received.message_id = received.header("Message-ID");
         received

@@ -4,7 +4,8 @@
 aiosmtpd speaks the protocol; this script only decides, per connection and
 per command, what to answer. It binds 127.0.0.1, prints `READY <port>` once
 listening, and stores every accepted message in the maildir as `<n>.eml`
-(the raw DATA bytes) and `<n>.json` (envelope and size), the `.json` last,
+(the raw DATA bytes) and `<n>.json` (envelope, size and the Unix time it
+was accepted), the `.json` last,
 each written to a temporary name and renamed so a reader never sees half a
 file.
 
@@ -38,6 +39,7 @@ import json
 import logging
 import os
 import sys
+import time
 import warnings
 
 try:
@@ -128,7 +130,12 @@ class Maildir:
         name = os.path.join(self.path, f"{self.next:06d}")
         self.next += 1
         write_atomically(name + ".eml", raw)
-        meta = {"mail_from": mail_from, "rcpt_tos": rcpt_tos, "size": len(raw)}
+        meta = {
+            "mail_from": mail_from,
+            "rcpt_tos": rcpt_tos,
+            "size": len(raw),
+            "received_at": time.time(),
+        }
         write_atomically(name + ".json", json.dumps(meta).encode())
 
 
