@@ -102,8 +102,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let ConnectorTasks { pollers, writers } =
         start_pollers(&config, &store, &journal, &metrics, &shutdown, &tasks)?;
     let templates = Arc::new(load_templates(&config.email).map_err(StartError::Email)?);
-    let transport = Transport::build(&config.email.transport, config.email.concurrency)
-        .map_err(StartError::Email)?;
+    let transport = Transport::build(&config.email.transport).map_err(StartError::Email)?;
     let outbox = OutboxHandle::default();
     tasks.spawn(
         Worker {

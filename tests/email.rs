@@ -540,3 +540,79 @@ async fn kill_9_while_sending_loses_nothing_and_duplicates_at_most_the_messages_
     assert!(twice.len() <= CONCURRENCY, "{twice:?}");
     assert_eq!(messages.len(), TOTAL + twice.len());
 }
+
+#[tokio::test]
+async fn smtp_auth_a_refused_login_waits_and_idle_pooled_connections_are_replaced() {
+    let smtp = SmtpServer::start();
+    let rules = |password: &str| {
+        json!({
+            "auth": { "user": "csmd", "password": password },
+            "close_idle_after_ms": 300,
+        })
+    };
+    smtp.set_rules(rules("the-old-password"));
+    let sn = instance().await;
+    sn.insert("change_request", change("CHG0100001", 30));
+    let mut config = Connector::new(&sn).streams(&["changes"]).config();
+    smtp_config(&mut config, &smtp);
+    config.email += "username = \"csmd\"\npassword = { file = \"smtp_password\" }\n";
+    std::fs::write(config.dir().join("smtp_password"), "the-new-password\n")
+        .expect("write the SMTP password");
+    customers(&config, &[("acme", "ACME Logistics SAS")]);
+    let app = TestApp::start(config).await;
+    first_sync(&app.api).await;
+
+    // The server refuses the login: the message waits, it does not die.
+    wait_until("a retry after the refused login", PATIENCE, || async {
+        let body = outbox(&app, "?status=pending").await;
+        body["messages"][0]["attempts"].as_u64() >= Some(2)
+            && body["messages"][0]["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("535") && e.contains("login"))
+    })
+    .await;
+    let body = outbox(&app, "?status=pending").await;
+    let error = body["messages"][0]["last_error"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(!error.contains("the-new-password"), "{error}");
+
+    // The mail server is given the new password: it goes.
+    smtp.set_rules(rules("the-new-password"));
+    smtp.wait_for_messages_async(1, PATIENCE).await;
+
+    // The pooled connection idles until the server hangs up on it.
+    wait_until("the server closing the idle connection", PATIENCE, || {
+        let (opened, closed) = smtp.connections();
+        async move { opened > 0 && closed == opened }
+    })
+    .await;
+    let (opened, _) = smtp.connections();
+
+    // The next message goes at the first attempt, on a new connection.
+    sn.insert("change_request", change("CHG0100002", 31));
+    sync_now(&app.api).await;
+    let received = smtp.wait_for_messages_async(2, PATIENCE).await;
+    assert_eq!(received.len(), 2);
+    wait_until("both marked sent", PATIENCE, || async {
+        outbox(&app, "").await["counts"]["sent"] == 2
+    })
+    .await;
+    let sent = outbox(&app, "?status=sent").await;
+    let second = sent["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| {
+            m["subject"]
+                .as_str()
+                .is_some_and(|s| s.contains("CHG0100002"))
+        })
+        .cloned()
+        .expect("the second notice");
+    assert_eq!(second["attempts"], 1, "{second}");
+    assert!(
+        smtp.connections().0 > opened,
+        "no new connection was opened"
+    );
+}

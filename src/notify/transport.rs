@@ -4,13 +4,10 @@
 
 use std::path::PathBuf;
 
-use lettre::transport::smtp::PoolConfig;
-use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
-use lettre::{AsyncSendmailTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
-use secrecy::ExposeSecret;
+use lettre::{AsyncSendmailTransport, AsyncTransport, Message, Tokio1Executor};
 
-use crate::config::{self, TlsMode};
+use super::smtp::{SmtpError, SmtpPool};
+use crate::config;
 
 /// Why a message was not accepted, and whether trying again can help.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -24,7 +21,7 @@ pub enum SendError {
 }
 
 pub enum Transport {
-    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    Smtp(SmtpPool),
     Sendmail(AsyncSendmailTransport<Tokio1Executor>),
     /// Writes `<id>.eml` into the folder: sending the same message again
     /// replaces the file, so it is never there twice.
@@ -32,8 +29,9 @@ pub enum Transport {
 }
 
 impl Transport {
-    /// Builds the configured transport; `connections` bounds the SMTP pool.
-    pub fn build(config: &config::Transport, connections: usize) -> Result<Transport, String> {
+    /// Builds the configured transport. SMTP connects on first use; the
+    /// worker's concurrency bounds how many connections it opens.
+    pub fn build(config: &config::Transport) -> Result<Transport, String> {
         match config {
             config::Transport::File { dir } => {
                 std::fs::create_dir_all(dir)
@@ -43,47 +41,24 @@ impl Transport {
             config::Transport::Sendmail { command } => Ok(Transport::Sendmail(
                 AsyncSendmailTransport::new_with_command(command.as_os_str()),
             )),
-            config::Transport::Smtp(smtp) => {
-                crate::install_crypto_provider();
-                let tls = |host: &str| {
-                    TlsParameters::new(host.to_string())
-                        .map_err(|e| format!("cannot set up TLS towards {host}: {e}"))
-                };
-                let mut builder =
-                    AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(smtp.host.as_str())
-                        .port(smtp.port)
-                        .timeout(Some(smtp.timeout))
-                        .tls(match smtp.tls {
-                            TlsMode::Starttls => Tls::Required(tls(&smtp.host)?),
-                            TlsMode::Tls => Tls::Wrapper(tls(&smtp.host)?),
-                            TlsMode::None => Tls::None,
-                        })
-                        .pool_config(
-                            PoolConfig::new()
-                                .max_size(u32::try_from(connections).unwrap_or(u32::MAX))
-                                .idle_timeout(std::time::Duration::from_secs(30)),
-                        );
-                if let Some((user, password)) = &smtp.credentials {
-                    builder = builder.credentials(Credentials::new(
-                        user.clone(),
-                        password.expose_secret().to_string(),
-                    ));
-                }
-                Ok(Transport::Smtp(builder.build()))
-            }
+            config::Transport::Smtp(smtp) => Ok(Transport::Smtp(SmtpPool::new(smtp))),
+        }
+    }
+
+    /// Closes what stays open between messages (pooled SMTP connections).
+    pub async fn shutdown(&self) {
+        if let Transport::Smtp(pool) = self {
+            pool.shutdown().await;
         }
     }
 
     /// Hands one message over; `id` names the file of the file transport.
     pub async fn send(&self, id: &str, message: &Message) -> Result<(), SendError> {
         match self {
-            Transport::Smtp(smtp) => smtp.send(message.clone()).await.map(|_| ()).map_err(|e| {
-                if e.is_permanent() {
-                    SendError::Permanent(format!("the SMTP server refused the message: {e}"))
-                } else {
-                    SendError::Transient(format!("SMTP: {e}"))
-                }
-            }),
+            Transport::Smtp(pool) => pool
+                .send(message.envelope(), &message.formatted())
+                .await
+                .map_err(smtp_error),
             Transport::Sendmail(sendmail) => sendmail
                 .send(message.clone())
                 .await
@@ -102,5 +77,27 @@ impl Transport {
                 })
             }
         }
+    }
+}
+
+/// SMTP replies that refuse our login, not the message (RFC 4954): 530
+/// authentication required, 534 mechanism too weak, 535 credentials
+/// invalid, 538 encryption required. Fixing the configuration fixes them,
+/// so the messages wait instead of dying.
+const AUTH_REFUSED: [u16; 4] = [530, 534, 535, 538];
+
+fn smtp_error(e: SmtpError) -> SendError {
+    let SmtpError::Smtp(e) = e else {
+        return SendError::Transient(format!("SMTP: {e}"));
+    };
+    let code = e.status().map(u16::from);
+    if code.is_some_and(|code| AUTH_REFUSED.contains(&code)) {
+        SendError::Transient(format!(
+            "the SMTP server refused csmd's login (check [email.smtp] username and password): {e}"
+        ))
+    } else if e.is_permanent() {
+        SendError::Permanent(format!("the SMTP server refused the message: {e}"))
+    } else {
+        SendError::Transient(format!("SMTP: {e}"))
     }
 }

@@ -188,6 +188,7 @@ impl Worker {
                 });
             }
             if shutdown.is_cancelled() && sending.is_empty() {
+                self.transport.shutdown().await;
                 return;
             }
             let wait = self.idle_wait(in_flight.len() < self.concurrency);

@@ -145,6 +145,18 @@ impl SmtpServer {
         self.child = Some(child);
     }
 
+    /// How many SMTP connections this run of the server has opened and
+    /// closed so far (closed by either side).
+    pub fn connections(&self) -> (u64, u64) {
+        let path = self.rules_path().with_extension("json.connections");
+        let counts: Value = std::fs::read(&path)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default();
+        let count = |field: &str| counts[field].as_u64().unwrap_or_default();
+        (count("opened"), count("closed"))
+    }
+
     /// What the server wrote on stderr, over all its runs.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()

@@ -28,6 +28,10 @@ every connection and command, so a test can change it while the server runs:
   {"close_idle_after_ms": N}
       close a connection that has been idle for N ms, without a word
 
+Connections are counted in `<rules>.connections` as {"opened": n, "closed": m}
+(whoever closed them), so a test can wait until the server has hung up on
+an idle client.
+
 STARTTLS is not offered: the tests have no certificate to serve.
 """
 
@@ -171,6 +175,44 @@ class Refuse(asyncio.Protocol):
         transport.close()
 
 
+class Connections:
+    """How many connections were opened and closed, kept in a JSON file."""
+
+    def __init__(self, path):
+        self.path = path
+        self.opened = 0
+        self.closed = 0
+        self.write()
+
+    def write(self):
+        counts = {"opened": self.opened, "closed": self.closed}
+        write_atomically(self.path, json.dumps(counts).encode())
+
+    def open(self):
+        self.opened += 1
+        self.write()
+
+    def close(self):
+        self.closed += 1
+        self.write()
+
+
+class CountedSMTP(SMTP):
+    """aiosmtpd's SMTP session, counted in and out."""
+
+    def __init__(self, *args, connections, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.connections = connections
+
+    def connection_made(self, transport):
+        self.connections.open()
+        super().connection_made(transport)
+
+    def connection_lost(self, exc):
+        self.connections.close()
+        super().connection_lost(exc)
+
+
 def authenticator_for(credentials):
     user = credentials.get("user", "").encode()
     password = credentials.get("password", "").encode()
@@ -181,12 +223,13 @@ def authenticator_for(credentials):
             and auth_data.login == user
             and auth_data.password == password
         )
-        return AuthResult(success=ok)
+        # handled=False: aiosmtpd then answers 535 itself, as a real server does.
+        return AuthResult(success=ok, handled=False)
 
     return authenticate
 
 
-def connection_factory(loop, rules, handler):
+def connection_factory(loop, rules, handler, connections):
     def new_connection():
         current = rules.current()
         if current.get("greeting_421"):
@@ -202,7 +245,9 @@ def connection_factory(loop, rules, handler):
         idle_ms = current.get("close_idle_after_ms")
         if idle_ms:
             options["timeout"] = idle_ms / 1000
-        return SMTP(handler, hostname=HOSTNAME, loop=loop, **options)
+        return CountedSMTP(
+            handler, hostname=HOSTNAME, loop=loop, connections=connections, **options
+        )
 
     return new_connection
 
@@ -224,7 +269,9 @@ async def main(args):
     loop = asyncio.get_running_loop()
     rules = Rules(args.rules)
     handler = Handler(rules, Maildir(args.maildir))
-    server = await listen(loop, connection_factory(loop, rules, handler), args.port)
+    connections = Connections(args.rules + ".connections")
+    factory = connection_factory(loop, rules, handler, connections)
+    server = await listen(loop, factory, args.port)
     port = server.sockets[0].getsockname()[1]
     print(f"READY {port}", flush=True)
     async with server:
