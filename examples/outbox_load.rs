@@ -285,6 +285,7 @@ async fn deliver(store: &Store, config: &Config, timeout: Duration) -> anyhow::R
         rate: email.rate,
         concurrency: email.concurrency,
         retry: RetryPolicy::from_config(email),
+        keep_sent: email.keep_sent,
         metrics: metrics.clone(),
         handle: OutboxHandle::default(),
     };

@@ -115,6 +115,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             rate: config.email.rate,
             concurrency: config.email.concurrency,
             retry: RetryPolicy::from_config(&config.email),
+            keep_sent: config.email.keep_sent,
             metrics: metrics.clone(),
             handle: outbox.clone(),
         }

@@ -78,6 +78,7 @@ pub struct Email {
     pub retry_backoff: Duration,
     pub retry_backoff_max: Duration,
     pub give_up_after: Duration,
+    pub keep_sent: Duration,
 }
 
 #[derive(Debug)]
@@ -408,6 +409,7 @@ fn resolve_email(
         retry_backoff: section.retry_backoff.0,
         retry_backoff_max: section.retry_backoff_max.0,
         give_up_after: section.give_up_after.0,
+        keep_sent: section.keep_sent.0,
     })
 }
 

@@ -140,6 +140,10 @@ pub struct EmailSection {
     /// (marked dead, with the last error).
     #[serde(default = "default_give_up_after")]
     pub give_up_after: HumanDuration,
+    /// Sent and dead messages are deleted this long after they were
+    /// finished; their ids are kept, so none is ever queued again.
+    #[serde(default = "default_keep_sent")]
+    pub keep_sent: HumanDuration,
     /// The provider's branding in every message.
     #[serde(default)]
     pub branding: BrandingSection,
@@ -181,6 +185,10 @@ fn default_retry_backoff_max() -> HumanDuration {
 
 fn default_give_up_after() -> HumanDuration {
     HumanDuration::from_secs(3 * 86_400)
+}
+
+fn default_keep_sent() -> HumanDuration {
+    HumanDuration::from_secs(90 * 86_400)
 }
 
 /// `[maintenance]`: which tracked changes customers hear about.

@@ -37,6 +37,9 @@ use crate::store::{Store, StoreError};
 /// worker (a message queued by another process, a clock change).
 const IDLE_CHECK: Duration = Duration::from_secs(30);
 
+/// How often sent and dead messages older than `keep_sent` are deleted.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
 /// Wakes the worker when something was queued; cheap to clone.
 #[derive(Clone, Default)]
 pub struct OutboxHandle {
@@ -121,6 +124,8 @@ pub struct Worker {
     pub rate: RateLimit,
     pub concurrency: usize,
     pub retry: RetryPolicy,
+    /// Sent and dead messages are deleted this long after they finished.
+    pub keep_sent: Duration,
     pub metrics: Arc<Metrics>,
     pub handle: OutboxHandle,
 }
@@ -150,6 +155,8 @@ impl Worker {
         let limiter = limiter(self.rate);
         let mut in_flight: HashSet<String> = HashSet::new();
         let mut sending = JoinSet::new();
+        let mut prune = tokio::time::interval(PRUNE_EVERY);
+        prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let free = self.concurrency.saturating_sub(in_flight.len());
             let due = if free > 0 && !shutdown.is_cancelled() {
@@ -210,10 +217,40 @@ impl Worker {
                         tracing::error!(error = %e, "Recording delivery outcomes failed");
                     }
                 }
+                _ = prune.tick() => self.prune().await,
                 _ = self.handle.wake.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
                 _ = shutdown.cancelled(), if !shutdown.is_cancelled() => {}
             }
+        }
+    }
+
+    /// Deletes what finished more than `keep_sent` ago (the first tick of
+    /// the interval is at start).
+    async fn prune(&self) {
+        let Some(before) = chrono::Duration::from_std(self.keep_sent)
+            .ok()
+            .and_then(|keep| Utc::now().checked_sub_signed(keep))
+        else {
+            return;
+        };
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || store.prune_outbox(before)).await {
+            Ok(Ok(pruned)) => {
+                for status in &pruned {
+                    self.metrics
+                        .outbox_messages
+                        .get_or_create(&crate::metrics::StatusLabels {
+                            status: status.as_str().into(),
+                        })
+                        .dec();
+                }
+                if !pruned.is_empty() {
+                    tracing::info!(messages = pruned.len(), %before, "Old sent and dead messages deleted");
+                }
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "Cannot delete old messages"),
+            Err(e) => tracing::warn!(error = %e, "Deleting old messages failed"),
         }
     }
 

@@ -4,7 +4,10 @@
 //!
 //! Keys: `m` + id → message; `q` + due time (ms, big-endian) + id → nothing,
 //! for every message still to send, so the worker reads only what is due;
-//! `s` + name → a processor's state (opaque bytes).
+//! `f` + finish time (ms, big-endian) + id → nothing, for every message sent
+//! or dead, so old ones are found without reading the rest; `t` + id →
+//! nothing, for a message deleted after `keep_sent`, so its id is never
+//! queued again; `s` + name → a processor's state (opaque bytes).
 
 use std::collections::HashMap;
 
@@ -17,6 +20,8 @@ use crate::model::outbox::{MessageStatus, OutboxMessage};
 const TREE: &str = "outbox";
 const MESSAGE: u8 = b'm';
 const QUEUE: u8 = b'q';
+const FINISHED: u8 = b'f';
+const TOMBSTONE: u8 = b't';
 const STATE: u8 = b's';
 
 /// The short id of the message with this idempotency key.
@@ -33,9 +38,15 @@ fn prefixed(prefix: u8, rest: &[u8]) -> Vec<u8> {
 }
 
 fn queue_key(due: DateTime<Utc>, id: &str) -> Vec<u8> {
-    let millis = u64::try_from(due.timestamp_millis()).unwrap_or(0);
+    timed_key(QUEUE, due, id)
+}
+
+/// `prefix` + time (ms since the epoch, big-endian, so keys sort by time)
+/// + id.
+fn timed_key(prefix: u8, at: DateTime<Utc>, id: &str) -> Vec<u8> {
+    let millis = u64::try_from(at.timestamp_millis()).unwrap_or(0);
     let mut key = Vec::with_capacity(9 + id.len());
-    key.push(QUEUE);
+    key.push(prefix);
     key.extend_from_slice(&millis.to_be_bytes());
     key.extend_from_slice(id.as_bytes());
     key
@@ -67,6 +78,15 @@ impl Store {
         })
     }
 
+    /// The `f` entry of a sent or dead message: when it was sent, or when
+    /// its last attempt was due.
+    fn finished_key(message: &OutboxMessage) -> Option<Vec<u8>> {
+        matches!(message.status, MessageStatus::Sent | MessageStatus::Dead).then(|| {
+            let finished = message.sent_at.unwrap_or(message.next_attempt_at);
+            timed_key(FINISHED, finished, &message.id)
+        })
+    }
+
     fn encode_message(message: &OutboxMessage) -> Result<Vec<u8>, StoreError> {
         serde_json::to_vec(message).map_err(|source| StoreError::Encode { tree: TREE, source })
     }
@@ -92,7 +112,9 @@ impl Store {
         let mut queued = Vec::new();
         for message in messages {
             let key = prefixed(MESSAGE, message.id.as_bytes());
-            if tree.contains_key(&key)? || queued.iter().any(|q: &OutboxMessage| q.id == message.id)
+            if tree.contains_key(&key)?
+                || tree.contains_key(prefixed(TOMBSTONE, message.id.as_bytes()))?
+                || queued.iter().any(|q: &OutboxMessage| q.id == message.id)
             {
                 continue;
             }
@@ -199,11 +221,9 @@ impl Store {
         let mut batch = sled::Batch::default();
         for (message, previous) in updates {
             batch.remove(queue_key(*previous, &message.id));
-            if matches!(
-                message.status,
-                MessageStatus::Pending | MessageStatus::Sending
-            ) {
-                batch.insert(queue_key(message.next_attempt_at, &message.id), &[]);
+            match Self::finished_key(message) {
+                Some(finished) => batch.insert(finished, &[]),
+                None => batch.insert(queue_key(message.next_attempt_at, &message.id), &[]),
             }
             batch.insert(
                 prefixed(MESSAGE, message.id.as_bytes()),
@@ -264,9 +284,115 @@ impl Store {
         Ok(Some(message))
     }
 
+    /// Deletes the messages sent or dead before `before`, keeping their ids
+    /// so they are never queued again; returns the status of each deleted
+    /// message. Not flushed: a deletion lost in a crash is done next time.
+    pub fn prune_outbox(&self, before: DateTime<Utc>) -> Result<Vec<MessageStatus>, StoreError> {
+        let tree = self.outbox_tree()?;
+        let mut batch = sled::Batch::default();
+        let mut pruned = Vec::new();
+        for item in tree.range(vec![FINISHED]..timed_key(FINISHED, before, "")) {
+            let (key, _) = item?;
+            batch.remove(&key);
+            let id = String::from_utf8_lossy(key.get(9..).unwrap_or_default()).into_owned();
+            // An entry of a dead message that was retried since is stale:
+            // the message is queued again, or finished later.
+            match self.outbox_message_in(&tree, &id)? {
+                Some(message) if Self::finished_key(&message).as_deref() == Some(&key[..]) => {
+                    batch.remove(prefixed(MESSAGE, id.as_bytes()));
+                    batch.insert(prefixed(TOMBSTONE, id.as_bytes()), &[]);
+                    pruned.push(message.status);
+                }
+                _ => {}
+            }
+        }
+        tree.apply_batch(batch)?;
+        Ok(pruned)
+    }
+
     /// How many messages are in each status (a scan, done at start; the
     /// worker keeps the gauges current after that).
     pub fn outbox_counts(&self) -> Result<HashMap<MessageStatus, u64>, StoreError> {
         Ok(self.outbox_overview(&OutboxFilter::default(), 0)?.1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::outbox::MessageKind;
+
+    fn at(minutes: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_790_000_000 + minutes * 60, 0).unwrap()
+    }
+
+    fn message(key: &str) -> OutboxMessage {
+        OutboxMessage {
+            id: message_id_for(key),
+            key: key.into(),
+            kind: MessageKind::MaintenanceNotice,
+            customer: "acme".parse().unwrap(),
+            to: "ops@acme.example".into(),
+            subject: "Planned maintenance".into(),
+            text: "text".into(),
+            html: "<p>html</p>".into(),
+            calendar: None,
+            message_id: format!("<{}@csmd.example>", message_id_for(key)),
+            status: MessageStatus::Pending,
+            attempts: 0,
+            next_attempt_at: at(0),
+            last_error: None,
+            created_at: at(0),
+            sent_at: None,
+        }
+    }
+
+    /// Moves a queued message to `status` at minute `minute`, as the worker does.
+    fn finish(store: &Store, mut message: OutboxMessage, status: MessageStatus, minute: i64) {
+        let previous = message.next_attempt_at;
+        message.status = status;
+        message.attempts += 1;
+        match status {
+            MessageStatus::Sent => message.sent_at = Some(at(minute)),
+            _ => message.next_attempt_at = at(minute),
+        }
+        store.update_messages(&[(message, previous)]).unwrap();
+    }
+
+    #[test]
+    fn old_finished_messages_are_pruned_and_never_queued_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let [sent, dead, retried, pending] = ["sent", "dead", "retried", "pending"].map(message);
+        let all = vec![sent.clone(), dead.clone(), retried.clone(), pending.clone()];
+        assert_eq!(store.queue_messages(vec![], all.clone()).unwrap().len(), 4);
+        finish(&store, sent.clone(), MessageStatus::Sent, 10);
+        finish(&store, dead.clone(), MessageStatus::Dead, 20);
+        // Dead at minute 5, retried by an operator, sent at minute 100.
+        finish(&store, retried.clone(), MessageStatus::Dead, 5);
+        let retried = store.retry_message(&retried.id, at(90)).unwrap().unwrap();
+        finish(&store, retried.clone(), MessageStatus::Sent, 100);
+
+        // Nothing finished before minute 10 is left, except the stale entry.
+        assert!(store.prune_outbox(at(10)).unwrap().is_empty());
+        assert!(store.outbox_message(&retried.id).unwrap().is_some());
+
+        let pruned = store.prune_outbox(at(21)).unwrap();
+        assert_eq!(pruned, [MessageStatus::Sent, MessageStatus::Dead]);
+        assert!(store.outbox_message(&sent.id).unwrap().is_none());
+        assert!(store.outbox_message(&dead.id).unwrap().is_none());
+        assert!(store.outbox_message(&retried.id).unwrap().is_some());
+        assert!(store.outbox_message(&pending.id).unwrap().is_some());
+        let counts = store.outbox_counts().unwrap();
+        assert_eq!(counts.get(&MessageStatus::Sent), Some(&1));
+        assert_eq!(counts.get(&MessageStatus::Pending), Some(&1));
+
+        // Queued again by a processor that forgot: refused, as before.
+        let again = store.queue_messages(vec![], all).unwrap();
+        assert!(again.is_empty(), "{again:?}");
+
+        assert_eq!(store.prune_outbox(at(1000)).unwrap(), [MessageStatus::Sent]);
+        assert!(store.outbox_message(&pending.id).unwrap().is_some());
+        assert!(store.due_messages(at(1000), 10, &|_| false).unwrap().len() == 1);
     }
 }
