@@ -34,6 +34,8 @@ use hyper_util::rt::TokioIo;
 use csmd::model::Event;
 use csmd::store::Store;
 
+mod common;
+
 /// The allocator of the `csmd` binary, since the daemon runs in-process.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -234,18 +236,9 @@ fn millis(micros: u64) -> String {
 /// A configuration with one bearer-authenticated `webhook-json` connector,
 /// its store in `data_dir`.
 fn write_config(dir: &Path, data_dir: &Path) -> anyhow::Result<PathBuf> {
-    let customers = dir.join("customers");
-    std::fs::create_dir_all(&customers)?;
-    let connectors = Path::new(env!("CARGO_MANIFEST_DIR")).join("connectors");
+    let daemon = common::daemon_section(dir, data_dir)?;
     let text = format!(
-        r#"
-[daemon]
-data_dir = {data_dir:?}
-listen = "127.0.0.1:0"
-customers_dir = {customers:?}
-connector_dirs = [{connectors:?}]
-log_level = "warn"
-
+        r#"{daemon}
 [email]
 from = "csmd benchmark <bench@example.net>"
 

@@ -58,6 +58,8 @@ use csmd::notify::worker::{Composer, OutboxHandle, RetryPolicy, Worker};
 use csmd::store::Store;
 use csmd::store::outbox::{OutboxFilter, message_id_for};
 
+mod common;
+
 /// The allocator of the `csmd` binary, since the worker runs in-process.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -330,22 +332,12 @@ async fn deliver(store: &Store, config: &Config, timeout: Duration) -> anyhow::R
 /// Writes a configuration whose `[email]` sends over SMTP to the server on
 /// `port`, and reads it with the daemon's loader.
 fn load_config(dir: &Path, port: u16, concurrency: Option<u16>) -> anyhow::Result<Config> {
-    let customers = dir.join("customers");
-    std::fs::create_dir_all(&customers)?;
-    let connectors = Path::new(env!("CARGO_MANIFEST_DIR")).join("connectors");
-    let data_dir = dir.join("data");
+    let daemon = common::daemon_section(dir, &dir.join("data"))?;
     let concurrency = concurrency
         .map(|n| format!("concurrency = {n}\n"))
         .unwrap_or_default();
     let text = format!(
-        r#"
-[daemon]
-data_dir = {data_dir:?}
-listen = "127.0.0.1:0"
-customers_dir = {customers:?}
-connector_dirs = [{connectors:?}]
-log_level = "warn"
-
+        r#"{daemon}
 [email]
 from = "{SENDER}"
 transport = "smtp"
