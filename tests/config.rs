@@ -206,6 +206,37 @@ tls = "none"
             ..CASE
         },
         Case {
+            mistake: "an SMTP ca_file that is missing",
+            csmd_toml: r#"
+[email]
+from = "Example Telecom CSM <csm@example.net>"
+transport = "smtp"
+
+[email.smtp]
+host = "smtp.example.net"
+ca_file = "relay-ca.pem"
+"#,
+            errors: &[
+                "{dir}/csmd.toml:7:11: cannot read ca_file {dir}/relay-ca.pem: no such file or directory",
+            ],
+            ..CASE
+        },
+        Case {
+            mistake: "an SMTP ca_file with no certificate",
+            csmd_toml: r#"
+[email]
+from = "Example Telecom CSM <csm@example.net>"
+transport = "smtp"
+
+[email.smtp]
+host = "smtp.example.net"
+ca_file = "relay-ca.pem"
+"#,
+            other_files: &[("relay-ca.pem", "not a certificate\n")],
+            errors: &["{dir}/csmd.toml:7:11: ca_file {dir}/relay-ca.pem holds no PEM certificate"],
+            ..CASE
+        },
+        Case {
             mistake: "a weekday that does not exist in a schedule",
             csmd_toml: r#"
 [email]

@@ -616,3 +616,63 @@ async fn smtp_auth_a_refused_login_waits_and_idle_pooled_connections_are_replace
         "no new connection was opened"
     );
 }
+
+/// An app sending over TLS (`"starttls"` or `"tls"`) to `localhost`,
+/// trusting the server's private CA when `trust` is set.
+async fn tls_app(sn: &Simulator, smtp: &SmtpServer, tls: &str, trust: bool) -> TestApp {
+    let mut config = Connector::new(sn).streams(&["changes"]).config();
+    let ca_file = if trust {
+        format!("ca_file = {:?}\n", smtp.ca_file().display().to_string())
+    } else {
+        String::new()
+    };
+    config.email = format!(
+        "transport = \"smtp\"\nrate = \"off\"\nretry_backoff = \"100ms\"\nretry_backoff_max = \"300ms\"\n\
+         [email.smtp]\nhost = \"localhost\"\nport = {}\ntls = \"{tls}\"\ntimeout = \"5s\"\n{ca_file}",
+        smtp.port()
+    );
+    customers(&config, &[("acme", "ACME Logistics SAS")]);
+    let app = TestApp::start(config).await;
+    first_sync(&app.api).await;
+    app
+}
+
+#[tokio::test]
+async fn starttls_and_implicit_tls_deliver_to_a_relay_with_a_private_ca() {
+    for (server_mode, tls) in [("starttls", "starttls"), ("implicit", "tls")] {
+        // The STARTTLS server refuses mail before the upgrade.
+        let smtp = SmtpServer::start_tls(server_mode);
+        let sn = instance().await;
+        sn.insert("change_request", change("CHG0110001", 30));
+        let app = tls_app(&sn, &smtp, tls, true).await;
+        let received = smtp.wait_for_messages_async(1, PATIENCE).await;
+        assert_eq!(received[0].rcpt_tos, ["ops@acme.example"], "{tls}");
+        wait_until("the message marked sent", PATIENCE, || async {
+            outbox(&app, "").await["counts"]["sent"] == 1
+        })
+        .await;
+        let sent = outbox(&app, "?status=sent").await;
+        assert_eq!(sent["messages"][0]["attempts"], 1, "{tls}: {sent}");
+    }
+}
+
+#[tokio::test]
+async fn a_certificate_csmd_does_not_trust_keeps_the_message_waiting() {
+    let smtp = SmtpServer::start_tls("implicit");
+    let sn = instance().await;
+    sn.insert("change_request", change("CHG0120001", 30));
+    let app = tls_app(&sn, &smtp, "tls", false).await;
+    wait_until(
+        "a retry after the refused certificate",
+        PATIENCE,
+        || async {
+            let body = outbox(&app, "?status=pending").await;
+            body["messages"][0]["attempts"].as_u64() >= Some(2)
+                && body["messages"][0]["last_error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("certificate"))
+        },
+    )
+    .await;
+    assert!(smtp.messages().is_empty());
+}

@@ -95,6 +95,8 @@ pub struct Smtp {
     pub tls: TlsMode,
     pub credentials: Option<(String, SecretString)>,
     pub timeout: Duration,
+    /// Extra trusted CA certificates (DER), from `ca_file`.
+    pub extra_roots: Vec<Vec<u8>>,
 }
 
 /// Loads and checks the configuration at `path`, its customer files and the
@@ -445,6 +447,10 @@ fn resolve_smtp(
             return None;
         }
     };
+    let extra_roots = match &s.ca_file {
+        Some(file) => Some(read_ca_file(source, file, diags)?),
+        None => None,
+    };
     let port = s.port.unwrap_or(match s.tls {
         TlsMode::Starttls => 587,
         TlsMode::Tls => 465,
@@ -456,7 +462,52 @@ fn resolve_smtp(
         tls: s.tls,
         credentials,
         timeout: s.timeout.0,
+        extra_roots: extra_roots.unwrap_or_default(),
     })
+}
+
+/// The certificates of `[email.smtp] ca_file`, as DER; an error at the
+/// key when the file cannot be read or holds none.
+fn read_ca_file(
+    source: &SourceFile,
+    file: &Spanned<String>,
+    diags: &mut Diagnostics,
+) -> Option<Vec<Vec<u8>>> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+
+    let dir = absolute(source.path.parent().unwrap_or(Path::new(".")));
+    let path = dir.join(file.get_ref());
+    let pem = match std::fs::read(&path) {
+        Ok(pem) => pem,
+        Err(e) => {
+            diags.push(source.at(
+                file.span(),
+                format!("cannot read ca_file {}: {}", path.display(), io_reason(&e)),
+            ));
+            return None;
+        }
+    };
+    let certificates: Result<Vec<Vec<u8>>, _> = CertificateDer::pem_slice_iter(&pem)
+        .map(|c| c.map(|c| c.as_ref().to_vec()))
+        .collect();
+    match certificates {
+        Ok(certificates) if !certificates.is_empty() => Some(certificates),
+        Ok(_) => {
+            diags.push(source.at(
+                file.span(),
+                format!("ca_file {} holds no PEM certificate", path.display()),
+            ));
+            None
+        }
+        Err(e) => {
+            diags.push(source.at(
+                file.span(),
+                format!("ca_file {} is not valid PEM: {e}", path.display()),
+            ));
+            None
+        }
+    }
 }
 
 fn load_customers(dir: &Path, diags: &mut Diagnostics) -> Vec<Customer> {

@@ -244,6 +244,10 @@ pub struct SmtpSection {
     /// Connect and command timeout.
     #[serde(default = "default_smtp_timeout")]
     pub timeout: HumanDuration,
+    /// PEM file of extra CA certificates to trust (a relay with a private
+    /// CA), besides the public roots. Relative to the configuration file.
+    #[serde(default)]
+    pub ca_file: Option<Spanned<String>>,
 }
 
 fn default_smtp_timeout() -> HumanDuration {

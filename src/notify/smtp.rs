@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 
 use lettre::address::Envelope;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream, TlsParameters};
+use lettre::transport::smtp::client::{
+    AsyncSmtpConnection, AsyncTokioStream, Certificate, TlsParameters,
+};
 use lettre::transport::smtp::extension::ClientId;
 use secrecy::ExposeSecret;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -53,6 +55,8 @@ pub struct SmtpPool {
     hello: ClientId,
     /// For implicit TLS: the client configuration, built once.
     tls_config: Option<Arc<rustls::ClientConfig>>,
+    /// CA certificates trusted besides the public roots (DER).
+    extra_roots: Vec<Vec<u8>>,
     idle: Mutex<Vec<(AsyncSmtpConnection, Instant)>>,
 }
 
@@ -60,7 +64,15 @@ impl SmtpPool {
     pub fn new(smtp: &config::Smtp) -> SmtpPool {
         let tls_config = (smtp.tls == TlsMode::Tls).then(|| {
             crate::install_crypto_provider();
-            let roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.to_vec());
+            let mut roots =
+                rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.to_vec());
+            // Checked when the configuration was loaded; one that rustls
+            // still refuses simply does not become a root.
+            let (_added, _refused) = roots.add_parsable_certificates(
+                smtp.extra_roots
+                    .iter()
+                    .map(|der| rustls::pki_types::CertificateDer::from(der.clone())),
+            );
             Arc::new(
                 rustls::ClientConfig::builder()
                     .with_root_certificates(roots)
@@ -77,6 +89,7 @@ impl SmtpPool {
             }),
             hello: ClientId::default(),
             tls_config,
+            extra_roots: smtp.extra_roots.clone(),
             idle: Mutex::new(Vec::new()),
         }
     }
@@ -138,8 +151,13 @@ impl SmtpPool {
             AsyncSmtpConnection::connect_with_transport(stream, &self.hello).await?;
         if self.tls == TlsMode::Starttls {
             // Required: a server that does not offer it is an error.
-            let parameters = TlsParameters::new(self.host.clone())?;
-            connection.starttls(parameters, &self.hello).await?;
+            let mut parameters = TlsParameters::builder(self.host.clone());
+            for der in &self.extra_roots {
+                parameters = parameters.add_root_certificate(Certificate::from_der(der.clone())?);
+            }
+            connection
+                .starttls(parameters.build()?, &self.hello)
+                .await?;
         }
         if let Some(credentials) = &self.credentials {
             connection

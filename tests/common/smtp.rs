@@ -3,8 +3,9 @@
 //! received, read back from its maildir. The server's failures (rejected
 //! recipients, temporary failures at DATA, a 421 greeting, a slow DATA, AUTH,
 //! idle connections closed) are switched by rules the test writes while it
-//! runs; the script documents them. No STARTTLS: the tests have no
-//! certificate to serve.
+//! runs; the script documents them. [`SmtpServer::start_tls`] serves
+//! STARTTLS or implicit TLS with a certificate from a throwaway CA
+//! (trustme), whose certificate the client is given as `ca_file`.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -24,17 +25,38 @@ const POLL_EVERY: Duration = Duration::from_millis(20);
 /// The exit code of the script when aiosmtpd is missing.
 const EXIT_NO_AIOSMTPD: i32 = 3;
 
+/// The exit code of the script when trustme (for TLS) is missing.
+const EXIT_NO_TRUSTME: i32 = 4;
+
 /// An aiosmtpd server on 127.0.0.1, killed when dropped.
 pub struct SmtpServer {
     dir: tempfile::TempDir,
     port: u16,
     child: Option<Child>,
+    /// `starttls` or `implicit`, or plain text.
+    tls: Option<&'static str>,
 }
 
 impl SmtpServer {
     /// Starts the server on a free port with no rules (it accepts
     /// everything) and an empty maildir.
     pub fn start() -> SmtpServer {
+        SmtpServer::start_with(None)
+    }
+
+    /// Starts the server speaking TLS: `"starttls"` (offered and required)
+    /// or `"implicit"` (from the first byte). Its CA is [`Self::ca_file`].
+    pub fn start_tls(mode: &'static str) -> SmtpServer {
+        SmtpServer::start_with(Some(mode))
+    }
+
+    /// The CA certificate (PEM) that signed a TLS server's certificate,
+    /// which is for `localhost`.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("tls").join("ca.pem")
+    }
+
+    fn start_with(tls: Option<&'static str>) -> SmtpServer {
         let dir = tempfile::Builder::new()
             .prefix("csmd-smtp-")
             .tempdir()
@@ -43,6 +65,7 @@ impl SmtpServer {
             dir,
             port: 0,
             child: None,
+            tls,
         };
         server.set_rules(serde_json::json!({}));
         let (child, port) = server.spawn(0);
@@ -186,14 +209,23 @@ impl SmtpServer {
             .append(true)
             .open(self.log_path())
             .expect("open the SMTP server log");
-        let mut child = Command::new("python3")
+        let mut command = Command::new("python3");
+        command
             .arg(repo_path("tests/smtp/server.py"))
             .arg("--port")
             .arg(port.to_string())
             .arg("--maildir")
             .arg(self.maildir())
             .arg("--rules")
-            .arg(self.rules_path())
+            .arg(self.rules_path());
+        if let Some(mode) = self.tls {
+            command
+                .arg("--tls")
+                .arg(mode)
+                .arg("--tls-dir")
+                .arg(self.dir.path().join("tls"));
+        }
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)
@@ -226,6 +258,13 @@ impl SmtpServer {
 
         // No READY line: the script ended; say why.
         let status = child.wait().expect("reap the SMTP server");
+        if status.code() == Some(EXIT_NO_TRUSTME) {
+            panic!(
+                "the TLS SMTP server needs trustme: run `python3 -m pip install trustme` \
+                 (scripts/test does it)\n{}",
+                self.log()
+            );
+        }
         if status.code() == Some(EXIT_NO_AIOSMTPD) {
             panic!(
                 "the SMTP server needs aiosmtpd: run `python3 -m pip install aiosmtpd` \

@@ -32,7 +32,12 @@ Connections are counted in `<rules>.connections` as {"opened": n, "closed": m}
 (whoever closed them), so a test can wait until the server has hung up on
 an idle client.
 
-STARTTLS is not offered: the tests have no certificate to serve.
+With `--tls starttls` the server offers and requires STARTTLS; with
+`--tls implicit` it speaks TLS from the first byte (port 465 style). Its
+certificate, for `localhost` and 127.0.0.1, is signed by a throwaway CA
+made with trustme (from PyPI) and kept in `--tls-dir` as `ca.pem` (which
+the client must trust), `cert.pem` and `key.pem`, so a restart serves the
+same certificate.
 """
 
 import argparse
@@ -56,6 +61,8 @@ except ImportError:
     sys.exit(3)
 
 HOSTNAME = "smtp.test.invalid"
+# The exit code when trustme, needed for --tls, is missing.
+EXIT_NO_TRUSTME = 4
 GREETING_421 = b"421 4.3.2 Service not available\r\n"
 # How long a restart on a fixed port keeps trying while the old socket lingers.
 BIND_RETRY_SECONDS = 5.0
@@ -229,12 +236,41 @@ def authenticator_for(credentials):
     return authenticate
 
 
-def connection_factory(loop, rules, handler, connections):
+def tls_context(tls_dir):
+    """The server's TLS context, its CA and certificate made on first use."""
+    import ssl
+
+    ca_path = os.path.join(tls_dir, "ca.pem")
+    cert_path = os.path.join(tls_dir, "cert.pem")
+    key_path = os.path.join(tls_dir, "key.pem")
+    if not os.path.exists(ca_path):
+        try:
+            import trustme
+        except ImportError:
+            print(
+                "trustme is not installed: run pip install trustme (scripts/test does it)",
+                file=sys.stderr,
+            )
+            sys.exit(EXIT_NO_TRUSTME)
+        os.makedirs(tls_dir, exist_ok=True)
+        ca = trustme.CA()
+        cert = ca.issue_cert("localhost", "127.0.0.1")
+        write_atomically(cert_path, b"".join(b.bytes() for b in cert.cert_chain_pems))
+        write_atomically(key_path, cert.private_key_pem.bytes())
+        write_atomically(ca_path, ca.cert_pem.bytes())
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_path, key_path)
+    return context
+
+
+def connection_factory(loop, rules, handler, connections, starttls_context):
     def new_connection():
         current = rules.current()
         if current.get("greeting_421"):
             return Refuse()
         options = {}
+        if starttls_context:
+            options.update(tls_context=starttls_context, require_starttls=True)
         auth = current.get("auth")
         if auth:
             options.update(
@@ -252,13 +288,13 @@ def connection_factory(loop, rules, handler, connections):
     return new_connection
 
 
-async def listen(loop, factory, port):
+async def listen(loop, factory, port, ssl_context=None):
     deadline = loop.time() + BIND_RETRY_SECONDS
     while True:
         try:
             # asyncio sets SO_REUSEADDR, so TIME_WAIT does not block a
             # restart; a socket of the old process still closing might.
-            return await loop.create_server(factory, "127.0.0.1", port)
+            return await loop.create_server(factory, "127.0.0.1", port, ssl=ssl_context)
         except OSError as e:
             if e.errno != errno.EADDRINUSE or port == 0 or loop.time() > deadline:
                 raise
@@ -270,8 +306,11 @@ async def main(args):
     rules = Rules(args.rules)
     handler = Handler(rules, Maildir(args.maildir))
     connections = Connections(args.rules + ".connections")
-    factory = connection_factory(loop, rules, handler, connections)
-    server = await listen(loop, factory, args.port)
+    context = tls_context(args.tls_dir) if args.tls else None
+    starttls = context if args.tls == "starttls" else None
+    implicit = context if args.tls == "implicit" else None
+    factory = connection_factory(loop, rules, handler, connections, starttls)
+    server = await listen(loop, factory, args.port, implicit)
     port = server.sockets[0].getsockname()[1]
     print(f"READY {port}", flush=True)
     async with server:
@@ -283,6 +322,8 @@ if __name__ == "__main__":
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--maildir", required=True)
     parser.add_argument("--rules", required=True)
+    parser.add_argument("--tls", choices=["starttls", "implicit"])
+    parser.add_argument("--tls-dir", help="where the CA and certificate are kept")
     args = parser.parse_args()
     # aiosmtpd warns, rightly, that AUTH without TLS is unsafe; here it is
     # loopback only, and the warning would only bury the useful log lines.
