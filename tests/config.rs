@@ -234,7 +234,6 @@ ca_file = "relay-ca.pem"
 "#,
             other_files: &[("relay-ca.pem", "not a certificate\n")],
             errors: &["{dir}/csmd.toml:7:11: ca_file {dir}/relay-ca.pem holds no PEM certificate"],
-            ..CASE
         },
         Case {
             mistake: "a weekday that does not exist in a schedule",
