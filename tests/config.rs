@@ -23,6 +23,17 @@ const MINIMAL: &str = r#"
 from = "Example Telecom CSM <csm@example.net>"
 "#;
 
+/// SMTP towards a relay whose CA is in `relay-ca.pem` beside `csmd.toml`.
+const SMTP_WITH_CA_FILE: &str = r#"
+[email]
+from = "Example Telecom CSM <csm@example.net>"
+transport = "smtp"
+
+[email.smtp]
+host = "smtp.example.net"
+ca_file = "relay-ca.pem"
+"#;
+
 /// A customer file that is fine, for cases about other files.
 const ACME: &str = r#"
 id = "acme"
@@ -207,15 +218,7 @@ tls = "none"
         },
         Case {
             mistake: "an SMTP ca_file that is missing",
-            csmd_toml: r#"
-[email]
-from = "Example Telecom CSM <csm@example.net>"
-transport = "smtp"
-
-[email.smtp]
-host = "smtp.example.net"
-ca_file = "relay-ca.pem"
-"#,
+            csmd_toml: SMTP_WITH_CA_FILE,
             errors: &[
                 "{dir}/csmd.toml:7:11: cannot read ca_file {dir}/relay-ca.pem: no such file or directory",
             ],
@@ -223,15 +226,7 @@ ca_file = "relay-ca.pem"
         },
         Case {
             mistake: "an SMTP ca_file with no certificate",
-            csmd_toml: r#"
-[email]
-from = "Example Telecom CSM <csm@example.net>"
-transport = "smtp"
-
-[email.smtp]
-host = "smtp.example.net"
-ca_file = "relay-ca.pem"
-"#,
+            csmd_toml: SMTP_WITH_CA_FILE,
             other_files: &[("relay-ca.pem", "not a certificate\n")],
             errors: &["{dir}/csmd.toml:7:11: ca_file {dir}/relay-ca.pem holds no PEM certificate"],
         },
