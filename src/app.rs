@@ -342,11 +342,13 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         config::load(config_path).map_err(|d| anyhow::anyhow!("invalid configuration:\n{d}"))?;
     init_logging(config.daemon.log_format, &config.daemon.log_level);
     tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %config_path.display(), "Starting csmd");
-    let running = start(config).await?;
-
+    // Handlers first: from the moment the listener answers, a SIGHUP or
+    // SIGTERM must reach us, not kill the process by its default action.
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut hangup = signal(SignalKind::hangup())?;
+    let running = start(config).await?;
+
     notify(&[NotifyState::Ready, NotifyState::Status("serving")]);
     let watchdog = spawn_watchdog(running.state().clone());
 
