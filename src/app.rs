@@ -22,9 +22,10 @@ use crate::connector::rest::poll::Poller;
 use crate::connector::rest::task::{self, PollerHandle};
 use crate::connector::rest::writer::{self, Writer, WriterHandle};
 use crate::engine;
+use crate::model::outbox::MessageStatus;
 use crate::notify::templates::{Branding, Templates};
 use crate::notify::transport::Transport;
-use crate::notify::worker::{Composer, OutboxHandle, RetryPolicy, Worker};
+use crate::notify::worker::{Composer, OutboxHandle, RetryPolicy, Worker, count_outbox};
 
 use crate::config::{self, Config, LogFormat};
 use crate::http::{self, AppState};
@@ -91,7 +92,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let grace = config.daemon.shutdown_grace;
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
-    let (applied_tx, applied) = tokio::sync::watch::channel(0);
+    let (applied_tx, applied) = tokio::sync::watch::channel(());
     tasks.spawn(engine::run(
         store.clone(),
         journal.durable(),
@@ -104,6 +105,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let templates = Arc::new(load_templates(&config.email).map_err(StartError::Email)?);
     let transport = Transport::build(&config.email.transport).map_err(StartError::Email)?;
     let outbox = OutboxHandle::default();
+    count_outbox(&store, &metrics);
     tasks.spawn(
         Worker {
             store: store.clone(),
@@ -131,16 +133,23 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         outbox: outbox.clone(),
     });
     let planning = state.clone();
+    // The sender is fixed at start, like the templates and the worker's:
+    // it is in every calendar UID, which must not change on a reload.
+    let from = Arc::new(state.config.load().email.from.clone());
     let planner = move || {
         let config = planning.config.load_full();
-        engine::maintenance::Planner {
+        let queued = engine::maintenance::Planner {
             customers: &config.customers,
             settings: &config.maintenance,
             default_time_zone: config.daemon.time_zone.0,
             templates: &templates,
-            from: &config.email.from,
+            from: &from,
         }
-        .run(&planning.store, chrono::Utc::now())
+        .run(&planning.store, chrono::Utc::now())?;
+        planning
+            .metrics
+            .outbox_moved(None, Some(MessageStatus::Pending), queued);
+        Ok(queued)
     };
     let wake = outbox.clone();
     tasks.spawn(engine::run_maintenance(

@@ -8,6 +8,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::model::outbox::MessageStatus;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ConnectorLabels {
     pub connector: String,
@@ -162,18 +164,30 @@ impl Metrics {
         }
     }
 
-    /// Moves one message between outbox status gauges.
-    pub fn outbox_moved(&self, from: Option<&str>, to: &str) {
-        if let Some(from) = from {
-            self.outbox_messages
-                .get_or_create(&StatusLabels {
-                    status: from.into(),
-                })
-                .dec();
-        }
+    /// The gauge of outbox messages in `status`.
+    pub fn outbox_gauge(&self, status: MessageStatus) -> Gauge {
         self.outbox_messages
-            .get_or_create(&StatusLabels { status: to.into() })
-            .inc();
+            .get_or_create(&StatusLabels {
+                status: status.as_str().into(),
+            })
+            .clone()
+    }
+
+    /// Moves `count` messages between outbox status gauges: from `None`
+    /// when they are queued, to `None` when they are deleted.
+    pub fn outbox_moved(
+        &self,
+        from: Option<MessageStatus>,
+        to: Option<MessageStatus>,
+        count: usize,
+    ) {
+        let count = i64::try_from(count).unwrap_or(i64::MAX);
+        if let Some(from) = from {
+            self.outbox_gauge(from).dec_by(count);
+        }
+        if let Some(to) = to {
+            self.outbox_gauge(to).inc_by(count);
+        }
     }
 
     pub fn connector_records(

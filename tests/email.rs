@@ -6,7 +6,7 @@ mod common;
 mod itsm;
 mod sim;
 
-use common::{ConfigDir, Daemon, PATIENCE, SmtpServer, TestApp, wait_until};
+use common::{ConfigDir, Daemon, PATIENCE, SmtpServer, TestApp, metric, wait_until};
 use icalendar::Component as _;
 use itsm::{Connector, first_sync, sync_now};
 use serde_json::{Value, json};
@@ -31,7 +31,7 @@ const CORE_SWITCH: &str = "0a1b2c3d4e5f60718293a4b5c6d7e8f9";
 async fn instance() -> Simulator {
     let sn = Simulator::builder()
         .table("change_request", CHANGE_FIELDS)
-        .basic_user("csmd", "sn-password")
+        .basic_user(itsm::USER, itsm::PASSWORD)
         .start()
         .await;
     sn.use_wall_clock();
@@ -39,7 +39,7 @@ async fn instance() -> Simulator {
 }
 
 fn sn_time(at: chrono::DateTime<chrono::Utc>) -> String {
-    at.format("%Y-%m-%d %H:%M:%S").to_string()
+    at.format(sim::servicenow::DATETIME_FORMAT).to_string()
 }
 
 /// A scheduled change on the core switch, starting in `hours`, two hours long.
@@ -104,13 +104,12 @@ fn calendar(message: &common::Received) -> (String, String) {
 }
 
 fn ics_value(ics: &str, name: &str) -> Option<String> {
-    ics.lines()
-        .find(|l| l.starts_with(&format!("{name}:")) || l.starts_with(&format!("{name};")))
-        .map(|l| {
-            l.split_once(':')
-                .map(|(_, v)| v.trim().to_string())
-                .unwrap_or_default()
-        })
+    // Parsed, so folded lines are unfolded and values unescaped.
+    let calendar: icalendar::Calendar = ics.parse().expect("the .ics parses");
+    calendar
+        .property_value(name)
+        .or_else(|| calendar.events().next()?.property_value(name))
+        .map(str::to_owned)
 }
 
 async fn outbox(app: &TestApp, query: &str) -> Value {
@@ -196,6 +195,13 @@ async fn a_change_on_a_shared_ci_notifies_its_customers_then_updates_and_cancels
     sync_now(&app.api).await;
     let counts = outbox(&app, "").await["counts"].clone();
     assert_eq!(counts["sent"], 6, "{counts}");
+    // The gauges agree with the store: queued messages were counted in.
+    let metrics = app.api.metrics().await;
+    let depth = |status| metric(&metrics, "csmd_outbox_messages", &[("status", status)]);
+    assert_eq!(
+        (depth("sent"), depth("pending"), depth("sending")),
+        (6.0, 0.0, 0.0)
+    );
     let mut ids: Vec<_> = smtp
         .messages()
         .into_iter()

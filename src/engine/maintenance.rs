@@ -5,8 +5,9 @@
 //! and a completion notice with the outcome.
 //!
 //! What each customer was told about each change is kept as state in the
-//! outbox tree, written in the same batch as the messages it causes, so a
-//! crash can neither lose a notice nor send it twice.
+//! outbox tree, written in the same batch as the messages it causes (one
+//! batch and one flush per run), so a crash can neither lose a notice nor
+//! send it twice.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -17,10 +18,10 @@ use serde::{Deserialize, Serialize};
 use crate::config::customer::ContactRole;
 use crate::config::{Customer, MaintenanceSection};
 use crate::model::itsm::{Account, Change, ChangeState, ItsmRecord};
-use crate::model::outbox::{CalendarPart, MessageKind, MessageStatus, OutboxMessage};
+use crate::model::outbox::{CalendarPart, Draft, MessageKind, OutboxMessage};
 use crate::notify::ics::{MaintenanceEvent, Method, maintenance_calendar};
 use crate::notify::templates::{MaintenanceKind, MaintenanceNotice, TemplateError, Templates};
-use crate::store::outbox::{StateChange, message_id_for};
+use crate::store::outbox::StateChange;
 use crate::store::{Store, StoreError};
 
 /// Names of the per change and customer states in the outbox tree.
@@ -71,6 +72,15 @@ pub struct Planner<'a> {
     pub from: &'a lettre::message::Mailbox,
 }
 
+/// One customer's notice about one change: the state to record and the
+/// messages it causes, queued together.
+struct Plan {
+    kind: MaintenanceKind,
+    sequence: u32,
+    state: StateChange,
+    messages: Vec<OutboxMessage>,
+}
+
 /// What the ITSM says about who uses what, resolved to names, and what
 /// customers were told so far: read once per run.
 struct Inventory {
@@ -85,10 +95,13 @@ struct Inventory {
 }
 
 impl Planner<'_> {
-    /// Queues every notice due at `now`; returns how many messages.
+    /// Queues every notice due at `now`, in one batch; returns how many
+    /// messages were queued (not those queued before).
     pub fn run(&self, store: &Store, now: DateTime<Utc>) -> Result<usize, MaintenanceError> {
         let inventory = self.inventory(store)?;
-        let mut queued = 0;
+        let mut states = Vec::new();
+        let mut messages = Vec::new();
+        let mut planned = Vec::new();
         for record in store.itsm_records("changes")? {
             let ItsmRecord::Change(change) = record else {
                 continue;
@@ -102,10 +115,35 @@ impl Planner<'_> {
             }
             let cis = self.affected_cis(&change, &inventory);
             for customer in self.customers {
-                queued += self.plan(store, &change, &cis, customer, &inventory, now)?;
+                let Some(plan) = self.plan(&change, &cis, customer, &inventory, now)? else {
+                    continue;
+                };
+                planned.push((
+                    change.number.clone(),
+                    customer.id.clone(),
+                    plan.kind,
+                    plan.sequence,
+                    plan.messages.len(),
+                ));
+                states.push(plan.state);
+                messages.extend(plan.messages);
             }
         }
-        Ok(queued)
+        if states.is_empty() {
+            return Ok(0);
+        }
+        let queued = store.queue_messages(states, messages)?;
+        for (change, customer, kind, sequence, recipients) in planned {
+            tracing::info!(
+                %change,
+                %customer,
+                kind = kind.as_str(),
+                sequence,
+                recipients,
+                "Maintenance notice queued"
+            );
+        }
+        Ok(queued.len())
     }
 
     fn inventory(&self, store: &Store) -> Result<Inventory, StoreError> {
@@ -192,84 +230,54 @@ impl Planner<'_> {
         cis
     }
 
+    /// What to tell `customer` about `change` now, if anything.
     fn plan(
         &self,
-        store: &Store,
         change: &Change,
         cis: &BTreeSet<String>,
         customer: &Customer,
         inventory: &Inventory,
         now: DateTime<Utc>,
-    ) -> Result<usize, MaintenanceError> {
-        // The customer's CIs and services this change touches, by name.
-        let mut hit_cis = BTreeSet::new();
-        let mut services = BTreeSet::new();
-        for (used, service) in inventory
-            .usage
-            .get(customer.id.as_str())
-            .into_iter()
-            .flatten()
-        {
-            let hit = cis.iter().any(|ci| {
-                ci == used || inventory.ci_names.get(ci).is_some_and(|name| name == used)
-            });
-            if hit {
-                hit_cis.insert(
-                    inventory
-                        .ci_names
-                        .get(used)
-                        .cloned()
-                        .unwrap_or(used.clone()),
-                );
-                services.extend(service.clone());
-            }
-        }
+    ) -> Result<Option<Plan>, MaintenanceError> {
+        let (Some(start), Some(end)) = (change.planned_start, change.planned_end) else {
+            return Ok(None);
+        };
         let state_name = format!("{STATE_PREFIX}{}/{}", change.id, customer.id);
         let told = inventory.told.get(&state_name);
-        let (Some(start), Some(end)) = (change.planned_start, change.planned_end) else {
-            return Ok(0);
-        };
+        // Cheap checks first: most changes are closed history nobody was
+        // told about, or were cancelled or completed already.
+        match told {
+            None if !change.state.is_open() => return Ok(None),
+            Some(t) if t.stage != Stage::Announced => return Ok(None),
+            _ => {}
+        }
+        let (hit_cis, services) = self.hits(cis, customer, inventory);
         let lead = chrono::Duration::from_std(customer.contract.maintenance_notice_lead_time.0)
             .unwrap_or(chrono::Duration::zero());
 
         let decision = match (told, change.state) {
-            (Some(t), ChangeState::Canceled) if t.stage == Stage::Announced => Some((
+            (Some(t), ChangeState::Canceled) => Some((
                 MaintenanceKind::Cancellation,
                 t.sequence + 1,
                 Stage::Cancelled,
             )),
-            (Some(t), ChangeState::Review | ChangeState::Closed)
-                if t.stage == Stage::Announced && change.close_code.is_some() =>
-            {
+            (Some(t), ChangeState::Review | ChangeState::Closed) if change.close_code.is_some() => {
                 Some((MaintenanceKind::Completion, t.sequence, Stage::Completed))
             }
-            (
-                Some(t),
-                ChangeState::New
-                | ChangeState::Assess
-                | ChangeState::Authorize
-                | ChangeState::Scheduled
-                | ChangeState::Implement,
-            ) if t.stage == Stage::Announced
-                && !hit_cis.is_empty()
-                && (t.start != start || t.end != end || t.services != services) =>
+            (Some(t), state)
+                if state.is_open()
+                    && !hit_cis.is_empty()
+                    && (t.start != start || t.end != end || t.services != services) =>
             {
                 Some((MaintenanceKind::Update, t.sequence + 1, Stage::Announced))
             }
-            (
-                None,
-                ChangeState::New
-                | ChangeState::Assess
-                | ChangeState::Authorize
-                | ChangeState::Scheduled
-                | ChangeState::Implement,
-            ) if !hit_cis.is_empty() && now >= start - lead && end > now - STALE_AFTER => {
+            (None, _) if !hit_cis.is_empty() && now >= start - lead && end > now - STALE_AFTER => {
                 Some((MaintenanceKind::Notice, 0, Stage::Announced))
             }
             _ => None,
         };
         let Some((kind, sequence, stage)) = decision else {
-            return Ok(0);
+            return Ok(None);
         };
         let (hit_cis, services) = match (told, kind) {
             // A cancellation or completion names what was announced.
@@ -305,24 +313,47 @@ impl Planner<'_> {
             cis: hit_cis,
             stage,
         };
-        let messages = self.messages(change, customer, &notice, now)?;
-        let count = messages.len();
-        store.queue_messages(
-            vec![StateChange::Put {
+        Ok(Some(Plan {
+            kind,
+            sequence,
+            state: StateChange::Put {
                 name: state_name,
                 value: serde_json::to_vec(&state)?,
-            }],
-            messages,
-        )?;
-        tracing::info!(
-            change = %change.number,
-            customer = %customer.id,
-            kind = kind.as_str(),
-            sequence,
-            recipients = count,
-            "Maintenance notice queued"
-        );
-        Ok(count)
+            },
+            messages: self.messages(change, customer, &notice, now)?,
+        }))
+    }
+
+    /// The customer's CIs and services (by name) among the change's CIs.
+    fn hits(
+        &self,
+        cis: &BTreeSet<String>,
+        customer: &Customer,
+        inventory: &Inventory,
+    ) -> (BTreeSet<String>, BTreeSet<String>) {
+        let mut hit_cis = BTreeSet::new();
+        let mut services = BTreeSet::new();
+        for (used, service) in inventory
+            .usage
+            .get(customer.id.as_str())
+            .into_iter()
+            .flatten()
+        {
+            let hit = cis.iter().any(|ci| {
+                ci == used || inventory.ci_names.get(ci).is_some_and(|name| name == used)
+            });
+            if hit {
+                hit_cis.insert(
+                    inventory
+                        .ci_names
+                        .get(used)
+                        .cloned()
+                        .unwrap_or(used.clone()),
+                );
+                services.extend(service.clone());
+            }
+        }
+        (hit_cis, services)
     }
 
     /// One message per maintenance contact (the primary contacts when the
@@ -353,6 +384,24 @@ impl Planner<'_> {
             MaintenanceKind::Cancellation => MessageKind::MaintenanceCancellation,
             MaintenanceKind::Completion => MessageKind::MaintenanceCompletion,
         };
+        let method = match notice.kind {
+            MaintenanceKind::Notice | MaintenanceKind::Update => Some(Method::Request),
+            MaintenanceKind::Cancellation => Some(Method::Cancel),
+            MaintenanceKind::Completion => None,
+        };
+        // The calendar event is the same for every contact but its attendee.
+        let uid = format!("{}.{}@{domain}", change.number, customer.id);
+        let summary = format!(
+            "Planned maintenance {}{}",
+            change.number,
+            change
+                .short_description
+                .as_deref()
+                .map(|s| format!(": {s}"))
+                .unwrap_or_default()
+        );
+        let organizer_name = self.from.name.clone().unwrap_or_default();
+        let organizer_email = self.from.email.to_string();
         let mut out = Vec::new();
         for contact in recipients {
             // Checked when the customer file was loaded.
@@ -364,39 +413,20 @@ impl Planner<'_> {
                 ..notice.clone()
             };
             let rendered = self.templates.maintenance(&notice)?;
-            let method = match notice.kind {
-                MaintenanceKind::Notice | MaintenanceKind::Update => Some(Method::Request),
-                MaintenanceKind::Cancellation => Some(Method::Cancel),
-                MaintenanceKind::Completion => None,
-            };
-            let calendar = method.map(|method| {
-                let uid = format!("{}.{}@{domain}", change.number, customer.id);
-                let summary = format!(
-                    "Planned maintenance {}{}",
-                    change.number,
-                    change
-                        .short_description
-                        .as_deref()
-                        .map(|s| format!(": {s}"))
-                        .unwrap_or_default()
-                );
-                let organizer_name = self.from.name.clone().unwrap_or_default();
-                let organizer_email = self.from.email.to_string();
-                CalendarPart {
-                    method: method.as_str().to_string(),
-                    ics: maintenance_calendar(&MaintenanceEvent {
-                        uid: &uid,
-                        sequence: notice.sequence,
-                        stamp: now,
-                        start: notice.start,
-                        end: notice.end,
-                        summary: &summary,
-                        description: &rendered.text,
-                        organizer: Some((&organizer_name, &organizer_email)),
-                        attendee: Some((&contact.name, &contact.email)),
-                        method,
-                    }),
-                }
+            let calendar = method.map(|method| CalendarPart {
+                method: method.as_str().to_string(),
+                ics: maintenance_calendar(&MaintenanceEvent {
+                    uid: &uid,
+                    sequence: notice.sequence,
+                    stamp: now,
+                    start: notice.start,
+                    end: notice.end,
+                    summary: &summary,
+                    description: &rendered.text,
+                    organizer: Some((&organizer_name, &organizer_email)),
+                    attendee: Some((&contact.name, &contact.email)),
+                    method,
+                }),
             });
             let key = format!(
                 "maintenance/{}/{}/{}/{}/{}",
@@ -406,25 +436,20 @@ impl Planner<'_> {
                 notice.sequence,
                 contact.email
             );
-            let id = message_id_for(&key);
-            out.push(OutboxMessage {
-                message_id: format!("<{id}.{}@{domain}>", customer.id),
-                id,
-                key,
-                kind,
-                customer: customer.id.clone(),
-                to: lettre::message::Mailbox::new(Some(contact.name.clone()), address).to_string(),
-                subject: rendered.subject,
-                text: rendered.text,
-                html: rendered.html,
-                calendar,
-                status: MessageStatus::Pending,
-                attempts: 0,
-                next_attempt_at: now,
-                last_error: None,
-                created_at: now,
-                sent_at: None,
-            });
+            out.push(
+                Draft {
+                    key,
+                    kind,
+                    customer: customer.id.clone(),
+                    to: lettre::message::Mailbox::new(Some(contact.name.clone()), address)
+                        .to_string(),
+                    subject: rendered.subject,
+                    text: rendered.text,
+                    html: rendered.html,
+                    calendar,
+                }
+                .queue(domain, now),
+            );
         }
         Ok(out)
     }

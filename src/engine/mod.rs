@@ -27,12 +27,13 @@ const TRIM_EVERY: Duration = Duration::from_secs(60);
 /// older than `retention` are removed once applied: the journal is a
 /// buffer between sources and processors, not an archive.
 ///
-/// `applied` is told the engine's position after each catch-up, so
-/// processors that read the applied records (maintenance notices) run then.
+/// `applied` is signalled after each catch-up that changed an ITSM record,
+/// so processors that read those records (maintenance notices) run then,
+/// and not after batches of alerts or of records they already had.
 pub async fn run(
     store: Store,
     mut durable: watch::Receiver<u64>,
-    applied: watch::Sender<u64>,
+    applied: watch::Sender<()>,
     retention: Duration,
     shutdown: CancellationToken,
 ) {
@@ -43,10 +44,9 @@ pub async fn run(
             trim(&store, retention).await;
         }
         match catch_up(&store).await {
-            Ok(0) => {}
-            Ok(_) => {
-                if let Ok(position) = store.engine_position() {
-                    applied.send_replace(position);
+            Ok(caught_up) => {
+                if caught_up.itsm_changed > 0 {
+                    applied.send_replace(());
                 }
             }
             Err(e) => {
@@ -91,29 +91,38 @@ async fn trim(store: &Store, retention: Duration) {
     }
 }
 
-/// Applies every durable entry after the stored position; returns how
-/// many were applied.
-pub async fn catch_up(store: &Store) -> Result<usize, StoreError> {
+/// What a catch-up did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CaughtUp {
+    /// Journal entries applied.
+    pub entries: usize,
+    /// ITSM records stored because they were new or newer.
+    pub itsm_changed: usize,
+}
+
+/// Applies every durable entry after the stored position.
+pub async fn catch_up(store: &Store) -> Result<CaughtUp, StoreError> {
     let store = store.clone();
     tokio::task::spawn_blocking(move || {
-        let mut total = 0;
+        let mut total = CaughtUp::default();
         loop {
             let position = store.engine_position()?;
             let entries = store.journal_after(position, BATCH, |_| true)?;
             let Some(last) = entries.last().map(|e| e.seq) else {
                 return Ok(total);
             };
-            apply(&store, &entries)?;
+            total.itsm_changed += apply(&store, &entries)?;
             store.set_engine_position(last)?;
-            total += entries.len();
+            total.entries += entries.len();
         }
     })
     .await
     .map_err(|e| StoreError::Transaction(format!("engine task failed: {e}")))?
 }
 
-/// The pipeline: every processor, in order, over one batch of entries.
-fn apply(store: &Store, entries: &[JournalEntry]) -> Result<(), StoreError> {
+/// The pipeline: every processor, in order, over one batch of entries;
+/// returns how many ITSM records changed.
+fn apply(store: &Store, entries: &[JournalEntry]) -> Result<usize, StoreError> {
     let itsm = entries.iter().filter_map(|e| match &e.event {
         Event::Itsm(record) => Some(record),
         Event::Alert(_) => None,
@@ -126,18 +135,18 @@ fn apply(store: &Store, entries: &[JournalEntry]) -> Result<(), StoreError> {
             "Applied ITSM records"
         );
     }
-    Ok(())
+    Ok(applied.changed)
 }
 
 /// How often maintenance notices are planned even when nothing new was
 /// applied: an advance notice falls due with the clock, not with an event.
 const PLAN_EVERY: Duration = Duration::from_secs(60);
 
-/// Plans maintenance notices after each catch-up and every minute, until
+/// Plans maintenance notices after each catch-up that changed ITSM records, and every minute, until
 /// shutdown; wakes the outbox when something was queued. `planner` builds
 /// a planner from the current configuration and runs it.
 pub async fn run_maintenance<F>(
-    mut applied: watch::Receiver<u64>,
+    mut applied: watch::Receiver<()>,
     planner: F,
     wake_outbox: impl Fn(),
     shutdown: CancellationToken,
@@ -202,7 +211,7 @@ mod tests {
             };
             journal.append(append).await.unwrap();
         }
-        assert_eq!(catch_up(&store).await.unwrap(), 5);
+        assert_eq!(catch_up(&store).await.unwrap().entries, 5);
         assert_eq!(store.engine_position().unwrap(), 5);
 
         // Everything is applied and past a zero retention: all but the newest go.
@@ -231,7 +240,7 @@ mod tests {
                 count: 1
             }
         );
-        assert_eq!(catch_up(&store).await.unwrap(), 1);
+        assert_eq!(catch_up(&store).await.unwrap().entries, 1);
         drop(journal);
         committer.join().unwrap();
     }

@@ -96,10 +96,15 @@ async fn retry(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let message = state
+    let (was, message) = state
         .store
         .retry_message(&id, chrono::Utc::now())?
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no message {id:?}")))?;
+    if was == MessageStatus::Dead {
+        state
+            .metrics
+            .outbox_moved(Some(was), Some(MessageStatus::Pending), 1);
+    }
     if message.status != MessageStatus::Pending {
         return Err(ApiError::new(
             StatusCode::CONFLICT,

@@ -204,6 +204,19 @@ impl ChangeState {
             other => ChangeState::Other(other),
         }
     }
+
+    /// Not yet implemented, cancelled or closed: its window is still ahead
+    /// or under way.
+    pub fn is_open(&self) -> bool {
+        matches!(
+            self,
+            ChangeState::New
+                | ChangeState::Assess
+                | ChangeState::Authorize
+                | ChangeState::Scheduled
+                | ChangeState::Implement
+        )
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

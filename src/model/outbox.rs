@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use super::CustomerId;
 
@@ -87,6 +88,54 @@ impl std::str::FromStr for MessageStatus {
 pub struct CalendarPart {
     pub method: String,
     pub ics: String,
+}
+
+/// The short id of the message with this idempotency key.
+pub fn message_id_for(key: &str) -> String {
+    let digest = Sha256::digest(key.as_bytes());
+    hex::encode(&digest[..8])
+}
+
+/// What a processor queues for one recipient; [`Draft::queue`] makes it an
+/// [`OutboxMessage`].
+#[derive(Debug, Clone)]
+pub struct Draft {
+    /// The idempotency key (see [`OutboxMessage::key`]).
+    pub key: String,
+    pub kind: MessageKind,
+    pub customer: CustomerId,
+    /// The recipient, as `Name <address>`.
+    pub to: String,
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+    pub calendar: Option<CalendarPart>,
+}
+
+impl Draft {
+    /// The message, due `now`: its id derived from the key, and its
+    /// Message-ID from the id, the customer and the sender's `domain`.
+    pub fn queue(self, domain: &str, now: DateTime<Utc>) -> OutboxMessage {
+        let id = message_id_for(&self.key);
+        OutboxMessage {
+            message_id: format!("<{id}.{}@{domain}>", self.customer),
+            id,
+            key: self.key,
+            kind: self.kind,
+            customer: self.customer,
+            to: self.to,
+            subject: self.subject,
+            text: self.text,
+            html: self.html,
+            calendar: self.calendar,
+            status: MessageStatus::Pending,
+            attempts: 0,
+            next_attempt_at: now,
+            last_error: None,
+            created_at: now,
+            sent_at: None,
+        }
+    }
 }
 
 /// One message to one recipient.

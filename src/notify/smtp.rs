@@ -45,53 +45,71 @@ pub enum SmtpError {
     Smtp(#[from] lettre::transport::smtp::Error),
 }
 
+/// How the session is secured, with what it needs, built once.
+enum Security {
+    /// Plain text (configuration allows it only towards loopback).
+    Plain,
+    /// STARTTLS after the greeting, required.
+    Starttls(TlsParameters),
+    /// TLS from the first byte.
+    Implicit(Arc<rustls::ClientConfig>),
+}
+
 /// Connections to one SMTP server, reused while they stay healthy.
 pub struct SmtpPool {
     host: String,
     port: u16,
-    tls: TlsMode,
+    security: Security,
     timeout: Duration,
     credentials: Option<Credentials>,
     hello: ClientId,
-    /// For implicit TLS: the client configuration, built once.
-    tls_config: Option<Arc<rustls::ClientConfig>>,
-    /// CA certificates trusted besides the public roots (DER).
-    extra_roots: Vec<Vec<u8>>,
     idle: Mutex<Vec<(AsyncSmtpConnection, Instant)>>,
 }
 
 impl SmtpPool {
-    pub fn new(smtp: &config::Smtp) -> SmtpPool {
-        let tls_config = (smtp.tls == TlsMode::Tls).then(|| {
-            crate::install_crypto_provider();
-            let mut roots =
-                rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.to_vec());
-            // Checked when the configuration was loaded; one that rustls
-            // still refuses simply does not become a root.
-            let (_added, _refused) = roots.add_parsable_certificates(
-                smtp.extra_roots
-                    .iter()
-                    .map(|der| rustls::pki_types::CertificateDer::from(der.clone())),
-            );
-            Arc::new(
-                rustls::ClientConfig::builder()
-                    .with_root_certificates(roots)
-                    .with_no_client_auth(),
-            )
-        });
-        SmtpPool {
+    pub fn new(smtp: &config::Smtp) -> Result<SmtpPool, String> {
+        let security = match smtp.tls {
+            TlsMode::None => Security::Plain,
+            TlsMode::Starttls => {
+                let mut parameters = TlsParameters::builder(smtp.host.clone());
+                for der in &smtp.extra_roots {
+                    let root = Certificate::from_der(der.clone())
+                        .map_err(|e| format!("cannot use a ca_file certificate: {e}"))?;
+                    parameters = parameters.add_root_certificate(root);
+                }
+                Security::Starttls(
+                    parameters
+                        .build()
+                        .map_err(|e| format!("cannot set up TLS towards {}: {e}", smtp.host))?,
+                )
+            }
+            TlsMode::Tls => {
+                crate::install_crypto_provider();
+                let mut roots =
+                    rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.to_vec());
+                for der in &smtp.extra_roots {
+                    roots
+                        .add(rustls::pki_types::CertificateDer::from(der.clone()))
+                        .map_err(|e| format!("cannot use a ca_file certificate: {e}"))?;
+                }
+                Security::Implicit(Arc::new(
+                    rustls::ClientConfig::builder()
+                        .with_root_certificates(roots)
+                        .with_no_client_auth(),
+                ))
+            }
+        };
+        Ok(SmtpPool {
             host: smtp.host.clone(),
             port: smtp.port,
-            tls: smtp.tls,
+            security,
             timeout: smtp.timeout,
             credentials: smtp.credentials.as_ref().map(|(user, password)| {
                 Credentials::new(user.clone(), password.expose_secret().to_owned())
             }),
             hello: ClientId::default(),
-            tls_config,
-            extra_roots: smtp.extra_roots.clone(),
             idle: Mutex::new(Vec::new()),
-        }
+        })
     }
 
     /// Hands one message to the server, on a pooled connection when one is
@@ -143,21 +161,15 @@ impl SmtpPool {
             .map_err(|source| self.connect_error(source))?;
         tcp.set_nodelay(true)
             .map_err(|source| self.connect_error(source))?;
-        let stream: Box<dyn AsyncTokioStream> = match &self.tls_config {
-            Some(config) => Box::new(self.wrap_tls(tcp, config.clone()).await?),
-            None => Box::new(tcp),
+        let stream: Box<dyn AsyncTokioStream> = match &self.security {
+            Security::Implicit(config) => Box::new(self.wrap_tls(tcp, config.clone()).await?),
+            Security::Plain | Security::Starttls(_) => Box::new(tcp),
         };
         let mut connection =
             AsyncSmtpConnection::connect_with_transport(stream, &self.hello).await?;
-        if self.tls == TlsMode::Starttls {
+        if let Security::Starttls(parameters) = &self.security {
             // Required: a server that does not offer it is an error.
-            let mut parameters = TlsParameters::builder(self.host.clone());
-            for der in &self.extra_roots {
-                parameters = parameters.add_root_certificate(Certificate::from_der(der.clone())?);
-            }
-            connection
-                .starttls(parameters.build()?, &self.hello)
-                .await?;
+            connection.starttls(parameters.clone(), &self.hello).await?;
         }
         if let Some(credentials) = &self.credentials {
             connection

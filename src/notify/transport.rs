@@ -1,10 +1,11 @@
-//! The ways a message leaves csmd, all through lettre: SMTP (pooled, TLS
-//! required unless towards loopback), the local sendmail program, or `.eml`
-//! files in a folder.
+//! The ways a message leaves csmd: SMTP ([`SmtpPool`], TLS required unless
+//! towards loopback), the local sendmail program (lettre's transport), or
+//! `.eml` files in a folder.
 
 use std::path::PathBuf;
 
 use lettre::{AsyncSendmailTransport, AsyncTransport, Message, Tokio1Executor};
+use tokio::io::AsyncWriteExt;
 
 use super::smtp::{SmtpError, SmtpPool};
 use crate::config;
@@ -41,7 +42,7 @@ impl Transport {
             config::Transport::Sendmail { command } => Ok(Transport::Sendmail(
                 AsyncSendmailTransport::new_with_command(command.as_os_str()),
             )),
-            config::Transport::Smtp(smtp) => Ok(Transport::Smtp(SmtpPool::new(smtp))),
+            config::Transport::Smtp(smtp) => Ok(Transport::Smtp(SmtpPool::new(smtp)?)),
         }
     }
 
@@ -68,8 +69,9 @@ impl Transport {
                 let path = dir.join(format!("{id}.eml"));
                 let partial = dir.join(format!(".{id}.eml.partial"));
                 let write = async {
-                    tokio::fs::write(&partial, &bytes).await?;
-                    tokio::fs::File::open(&partial).await?.sync_all().await?;
+                    let mut file = tokio::fs::File::create(&partial).await?;
+                    file.write_all(&bytes).await?;
+                    file.sync_all().await?;
                     tokio::fs::rename(&partial, &path).await
                 };
                 write.await.map_err(|e| {

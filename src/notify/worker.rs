@@ -136,22 +136,25 @@ struct Attempt {
     result: Result<(), SendError>,
 }
 
+/// Sets the outbox gauges from the store (one scan). Call it once, before
+/// anything queues or sends; the worker and the processors move the
+/// gauges from then on.
+pub fn count_outbox(store: &Store, metrics: &Metrics) {
+    match store.outbox_counts() {
+        Ok(counts) => {
+            for (status, count) in counts {
+                metrics
+                    .outbox_gauge(status)
+                    .set(i64::try_from(count).unwrap_or(i64::MAX));
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "Cannot count the outbox"),
+    }
+}
+
 impl Worker {
     /// Delivers until shutdown; messages in flight then are finished first.
     pub async fn run(self, shutdown: CancellationToken) {
-        match self.store.outbox_counts() {
-            Ok(counts) => {
-                for (status, count) in counts {
-                    self.metrics
-                        .outbox_messages
-                        .get_or_create(&crate::metrics::StatusLabels {
-                            status: status.as_str().into(),
-                        })
-                        .set(i64::try_from(count).unwrap_or(i64::MAX));
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "Cannot count the outbox"),
-        }
         let limiter = limiter(self.rate);
         let mut in_flight: HashSet<String> = HashSet::new();
         let mut sending = JoinSet::new();
@@ -198,7 +201,7 @@ impl Worker {
                 self.transport.shutdown().await;
                 return;
             }
-            let wait = self.idle_wait(in_flight.len() < self.concurrency);
+            let wait = self.idle_wait(&in_flight);
             tokio::select! {
                 Some(done) = sending.join_next(), if !sending.is_empty() => {
                     let mut attempts = Vec::new();
@@ -238,12 +241,7 @@ impl Worker {
         match tokio::task::spawn_blocking(move || store.prune_outbox(before)).await {
             Ok(Ok(pruned)) => {
                 for status in &pruned {
-                    self.metrics
-                        .outbox_messages
-                        .get_or_create(&crate::metrics::StatusLabels {
-                            status: status.as_str().into(),
-                        })
-                        .dec();
+                    self.metrics.outbox_moved(Some(*status), None, 1);
                 }
                 if !pruned.is_empty() {
                     tracing::info!(messages = pruned.len(), %before, "Old sent and dead messages deleted");
@@ -256,11 +254,13 @@ impl Worker {
 
     /// How long to sleep when nothing happens: until the next message is
     /// due, if a slot is free to send it.
-    fn idle_wait(&self, slot_free: bool) -> Duration {
-        if !slot_free {
+    fn idle_wait(&self, in_flight: &HashSet<String>) -> Duration {
+        if in_flight.len() >= self.concurrency {
             return IDLE_CHECK;
         }
-        match self.store.next_due() {
+        // Messages being sent keep their (past) queue entry: skip them, or
+        // the worker would spin until they are done.
+        match self.store.next_due(&|id| in_flight.contains(id)) {
             Ok(Some(due)) => (due - Utc::now())
                 .to_std()
                 .unwrap_or(Duration::ZERO)
@@ -280,7 +280,7 @@ impl Worker {
             Ok(()) => {
                 if was != MessageStatus::Sending {
                     self.metrics
-                        .outbox_moved(Some(was.as_str()), MessageStatus::Sending.as_str());
+                        .outbox_moved(Some(was), Some(MessageStatus::Sending), 1);
                 }
                 Some(message)
             }
@@ -348,10 +348,8 @@ impl Worker {
                     })
                     .inc();
             }
-            self.metrics.outbox_moved(
-                Some(MessageStatus::Sending.as_str()),
-                message.status.as_str(),
-            );
+            self.metrics
+                .outbox_moved(Some(MessageStatus::Sending), Some(message.status), 1);
             updates.push((message, previous));
         }
         let store = self.store.clone();

@@ -17,7 +17,9 @@ pub use itsm::Applied;
 pub use typed::TypedTree;
 
 /// Bumped whenever a tree's key or value encoding changes incompatibly.
-pub const SCHEMA_VERSION: u32 = 1;
+/// 2: journal entries, delivery ids and cursors share the journal tree
+/// under key prefixes.
+pub const SCHEMA_VERSION: u32 = 2;
 
 const SCHEMA_KEY: &[u8] = b"schema_version";
 
@@ -75,6 +77,7 @@ pub struct Store {
     customers: TypedTree<Customer>,
     journal: TypedTree<JournalEntry>,
     meta: sled::Tree,
+    outbox: sled::Tree,
 }
 
 impl Store {
@@ -107,6 +110,7 @@ impl Store {
             customers: TypedTree::new("customers", db.open_tree("customers")?),
             journal: TypedTree::new("journal", db.open_tree("journal")?),
             meta: db.open_tree("meta")?,
+            outbox: db.open_tree(outbox::TREE)?,
             db,
             path,
         })

@@ -12,29 +12,34 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use sha2::{Digest, Sha256};
 
 use super::{Store, StoreError};
 use crate::model::outbox::{MessageStatus, OutboxMessage};
 
-const TREE: &str = "outbox";
+pub(super) const TREE: &str = "outbox";
 const MESSAGE: u8 = b'm';
 const QUEUE: u8 = b'q';
 const FINISHED: u8 = b'f';
 const TOMBSTONE: u8 = b't';
 const STATE: u8 = b's';
 
-/// The short id of the message with this idempotency key.
-pub fn message_id_for(key: &str) -> String {
-    let digest = Sha256::digest(key.as_bytes());
-    hex::encode(&digest[..8])
-}
-
 fn prefixed(prefix: u8, rest: &[u8]) -> Vec<u8> {
     let mut key = Vec::with_capacity(1 + rest.len());
     key.push(prefix);
     key.extend_from_slice(rest);
     key
+}
+
+/// The time and id of a [`timed_key`].
+fn split_timed_key(key: &[u8]) -> (Option<DateTime<Utc>>, String) {
+    let at = key
+        .get(1..9)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(u64::from_be_bytes)
+        .and_then(|millis| i64::try_from(millis).ok())
+        .and_then(DateTime::from_timestamp_millis);
+    let id = String::from_utf8_lossy(key.get(9..).unwrap_or_default()).into_owned();
+    (at, id)
 }
 
 fn queue_key(due: DateTime<Utc>, id: &str) -> Vec<u8> {
@@ -66,10 +71,6 @@ pub struct OutboxFilter {
 }
 
 impl Store {
-    fn outbox_tree(&self) -> Result<sled::Tree, StoreError> {
-        Ok(self.db.open_tree(TREE)?)
-    }
-
     fn decode_message(key: &[u8], bytes: &[u8]) -> Result<OutboxMessage, StoreError> {
         serde_json::from_slice(bytes).map_err(|source| StoreError::Decode {
             tree: TREE,
@@ -99,7 +100,7 @@ impl Store {
         changes: Vec<StateChange>,
         messages: Vec<OutboxMessage>,
     ) -> Result<Vec<OutboxMessage>, StoreError> {
-        let tree = self.outbox_tree()?;
+        let tree = &self.outbox;
         let mut batch = sled::Batch::default();
         for change in changes {
             match change {
@@ -130,10 +131,7 @@ impl Store {
     /// Every state whose name starts with `prefix`, by name.
     pub fn outbox_states(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let mut out = Vec::new();
-        for item in self
-            .outbox_tree()?
-            .scan_prefix(prefixed(STATE, prefix.as_bytes()))
-        {
+        for item in self.outbox.scan_prefix(prefixed(STATE, prefix.as_bytes())) {
             let (key, value) = item?;
             let name = String::from_utf8_lossy(&key[1..]).into_owned();
             out.push((name, value.to_vec()));
@@ -148,16 +146,16 @@ impl Store {
         limit: usize,
         busy: &dyn Fn(&str) -> bool,
     ) -> Result<Vec<OutboxMessage>, StoreError> {
-        let tree = self.outbox_tree()?;
+        let tree = &self.outbox;
         let end = queue_key(now, "\u{10FFFF}");
         let mut out = Vec::new();
         for item in tree.range(vec![QUEUE]..end) {
             let (key, _) = item?;
-            let id = String::from_utf8_lossy(&key[9..]).into_owned();
+            let (_, id) = split_timed_key(&key);
             if busy(&id) {
                 continue;
             }
-            let message = self.outbox_message_in(&tree, &id)?;
+            let message = self.outbox_message_in(tree, &id)?;
             // An entry left behind by a concurrent change (a retry racing
             // the worker) must never send a message again.
             let Some(message) = message.filter(|m| {
@@ -167,30 +165,27 @@ impl Store {
                 tree.remove(&key)?;
                 continue;
             };
-            {
-                out.push(message);
-                if out.len() >= limit {
-                    break;
-                }
+            out.push(message);
+            if out.len() >= limit {
+                break;
             }
         }
         Ok(out)
     }
 
-    /// When the next queued message is due, if any is.
-    pub fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let tree = self.outbox_tree()?;
-        let Some(item) = tree.scan_prefix([QUEUE]).next() else {
-            return Ok(None);
-        };
-        let (key, _) = item?;
-        let millis = key
-            .get(1..9)
-            .and_then(|b| <[u8; 8]>::try_from(b).ok())
-            .map(u64::from_be_bytes)
-            .and_then(|m| i64::try_from(m).ok())
-            .unwrap_or(0);
-        Ok(DateTime::from_timestamp_millis(millis))
+    /// When the next queued message not in `busy` is due, if any is.
+    pub fn next_due(
+        &self,
+        busy: &dyn Fn(&str) -> bool,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        for item in self.outbox.scan_prefix([QUEUE]) {
+            let (key, _) = item?;
+            let (due, id) = split_timed_key(&key);
+            if !busy(&id) {
+                return Ok(due);
+            }
+        }
+        Ok(None)
     }
 
     fn outbox_message_in(
@@ -206,7 +201,7 @@ impl Store {
     }
 
     pub fn outbox_message(&self, id: &str) -> Result<Option<OutboxMessage>, StoreError> {
-        self.outbox_message_in(&self.outbox_tree()?, id)
+        self.outbox_message_in(&self.outbox, id)
     }
 
     /// Writes new versions of messages (and moves their queue entries: a
@@ -217,7 +212,7 @@ impl Store {
         &self,
         updates: &[(OutboxMessage, DateTime<Utc>)],
     ) -> Result<(), StoreError> {
-        let tree = self.outbox_tree()?;
+        let tree = &self.outbox;
         let mut batch = sled::Batch::default();
         for (message, previous) in updates {
             batch.remove(queue_key(*previous, &message.id));
@@ -243,7 +238,7 @@ impl Store {
     ) -> Result<(Vec<OutboxMessage>, HashMap<MessageStatus, u64>), StoreError> {
         let mut out = Vec::new();
         let mut counts = HashMap::new();
-        for item in self.outbox_tree()?.scan_prefix([MESSAGE]) {
+        for item in self.outbox.scan_prefix([MESSAGE]) {
             let (key, bytes) = item?;
             let message = Self::decode_message(&key, &bytes)?;
             *counts.entry(message.status).or_default() += 1;
@@ -263,17 +258,18 @@ impl Store {
         Ok((out, counts))
     }
 
-    /// Makes a dead or pending message due now; returns it, or `None`
-    /// when there is no such message. A sent or sending one is returned
-    /// unchanged.
+    /// Makes a dead or pending message due now; returns its status before
+    /// and the message, or `None` when there is no such message. A sent or
+    /// sending one is returned unchanged.
     pub fn retry_message(
         &self,
         id: &str,
         now: DateTime<Utc>,
-    ) -> Result<Option<OutboxMessage>, StoreError> {
+    ) -> Result<Option<(MessageStatus, OutboxMessage)>, StoreError> {
         let Some(mut message) = self.outbox_message(id)? else {
             return Ok(None);
         };
+        let was = message.status;
         if matches!(message.status, MessageStatus::Dead | MessageStatus::Pending) {
             let previous = message.next_attempt_at;
             message.status = MessageStatus::Pending;
@@ -281,23 +277,23 @@ impl Store {
             self.update_messages(&[(message.clone(), previous)])?;
             self.flush()?;
         }
-        Ok(Some(message))
+        Ok(Some((was, message)))
     }
 
     /// Deletes the messages sent or dead before `before`, keeping their ids
     /// so they are never queued again; returns the status of each deleted
     /// message. Not flushed: a deletion lost in a crash is done next time.
     pub fn prune_outbox(&self, before: DateTime<Utc>) -> Result<Vec<MessageStatus>, StoreError> {
-        let tree = self.outbox_tree()?;
+        let tree = &self.outbox;
         let mut batch = sled::Batch::default();
         let mut pruned = Vec::new();
         for item in tree.range(vec![FINISHED]..timed_key(FINISHED, before, "")) {
             let (key, _) = item?;
             batch.remove(&key);
-            let id = String::from_utf8_lossy(key.get(9..).unwrap_or_default()).into_owned();
+            let (_, id) = split_timed_key(&key);
             // An entry of a dead message that was retried since is stale:
             // the message is queued again, or finished later.
-            match self.outbox_message_in(&tree, &id)? {
+            match self.outbox_message_in(tree, &id)? {
                 Some(message) if Self::finished_key(&message).as_deref() == Some(&key[..]) => {
                     batch.remove(prefixed(MESSAGE, id.as_bytes()));
                     batch.insert(prefixed(TOMBSTONE, id.as_bytes()), &[]);
@@ -320,7 +316,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::outbox::MessageKind;
+    use crate::model::outbox::{MessageKind, message_id_for};
 
     fn at(minutes: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_790_000_000 + minutes * 60, 0).unwrap()
@@ -370,7 +366,7 @@ mod tests {
         finish(&store, dead.clone(), MessageStatus::Dead, 20);
         // Dead at minute 5, retried by an operator, sent at minute 100.
         finish(&store, retried.clone(), MessageStatus::Dead, 5);
-        let retried = store.retry_message(&retried.id, at(90)).unwrap().unwrap();
+        let (_, retried) = store.retry_message(&retried.id, at(90)).unwrap().unwrap();
         finish(&store, retried.clone(), MessageStatus::Sent, 100);
 
         // Nothing finished before minute 10 is left, except the stale entry.

@@ -8,7 +8,6 @@
 //! (trustme), whose certificate the client is given as `ca_file`.
 
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -76,10 +75,6 @@ impl SmtpServer {
 
     pub fn port(&self) -> u16 {
         self.port
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
     /// Where accepted messages land, as `<n>.eml` and `<n>.json`.

@@ -43,7 +43,6 @@ same certificate.
 import argparse
 import asyncio
 import errno
-import hashlib
 import json
 import logging
 import os
