@@ -438,7 +438,7 @@ fn render_messages(
                 key: format!("maintenance/{change_number}/{customer}/notice/0/{address}"),
                 kind: MessageKind::MaintenanceNotice,
                 to: Mailbox::new(Some(recipient_name), address.parse()?).to_string(),
-                customer,
+                customer: Some(customer),
                 subject: rendered.subject,
                 text: rendered.text,
                 html: rendered.html,

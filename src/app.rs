@@ -93,16 +93,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
     let (applied_tx, applied) = tokio::sync::watch::channel(());
-    tasks.spawn(engine::run(
-        store.clone(),
-        journal.durable(),
-        applied_tx,
-        config.daemon.journal_retention,
-        shutdown.clone(),
-    ));
+    let durable = journal.durable();
+    let journal_retention = config.daemon.journal_retention;
     let ConnectorTasks { pollers, writers } =
         start_pollers(&config, &store, &journal, &metrics, &shutdown, &tasks)?;
     let templates = Arc::new(load_templates(&config.email).map_err(StartError::Email)?);
+    let from = config.email.from.clone();
     let transport = Transport::build(&config.email.transport).map_err(StartError::Email)?;
     let outbox = OutboxHandle::default();
     count_outbox(&store, &metrics);
@@ -131,11 +127,20 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         pollers,
         writers,
         outbox: outbox.clone(),
+        templates: templates.clone(),
+        from: Arc::new(from),
     });
+    let reading = state.clone();
+    tasks.spawn(engine::run(
+        state.store.clone(),
+        durable,
+        applied_tx,
+        journal_retention,
+        move || reading.config.load_full(),
+        shutdown.clone(),
+    ));
     let planning = state.clone();
-    // The sender is fixed at start, like the templates and the worker's:
-    // it is in every calendar UID, which must not change on a reload.
-    let from = Arc::new(state.config.load().email.from.clone());
+    let from = state.from.clone();
     let planner = move || {
         let config = planning.config.load_full();
         let queued = engine::maintenance::Planner {
@@ -149,6 +154,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         planning
             .metrics
             .outbox_moved(None, Some(MessageStatus::Pending), queued);
+        // RCA action items become SIP actions after the same ITSM changes.
+        let rca =
+            engine::sip::SipSources::of(&config).sync_rca(&planning.store, chrono::Utc::now());
+        if let Err(e) = rca {
+            tracing::error!(error = %e, "Creating SIP actions from RCA action items failed");
+        }
         Ok(queued)
     };
     let wake = outbox.clone();
@@ -156,6 +167,24 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         applied,
         planner,
         move || wake.wake(),
+        shutdown.clone(),
+    ));
+    let digest = state.clone();
+    let schedule = state.clone();
+    tasks.spawn(engine::schedule::run(
+        "sip_digest",
+        move || {
+            let config = schedule.config.load();
+            (
+                config.schedules.sip_digest.schedule.clone(),
+                config.daemon.time_zone.0,
+            )
+        },
+        DIGEST_CATCH_UP,
+        move |occurrence| {
+            let queued = queue_sip_digest(&digest, occurrence).map_err(|e| e.to_string())?;
+            Ok(queued)
+        },
         shutdown.clone(),
     ));
     tasks.close();
@@ -178,6 +207,33 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         committer,
         grace,
     })
+}
+
+/// A digest missed while csmd was down is still sent when it starts this
+/// soon after; an older one is stale news.
+const DIGEST_CATCH_UP: chrono::Duration = chrono::Duration::hours(12);
+
+/// Queues the overdue SIP digest for `occurrence` and wakes the outbox;
+/// returns how many messages were queued now.
+pub fn queue_sip_digest(
+    state: &AppState,
+    occurrence: chrono::DateTime<chrono::Utc>,
+) -> Result<usize, engine::sip::DigestError> {
+    let config = state.config.load();
+    let queued = engine::sip::SipSources::of(&config).queue_digest(
+        &state.store,
+        &state.templates,
+        &state.from,
+        occurrence,
+        chrono::Utc::now(),
+    )?;
+    if queued > 0 {
+        state
+            .metrics
+            .outbox_moved(None, Some(MessageStatus::Pending), queued);
+        state.outbox.wake();
+    }
+    Ok(queued)
 }
 
 /// The message templates: the embedded ones and the operator's overrides.

@@ -71,12 +71,32 @@ enum Command {
         #[command(subcommand)]
         command: cli::OutboxCommand,
     },
+    /// Change requests: state history, windows, affected customers.
+    Changes {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: cli::changes::ChangesCommand,
+    },
+    /// Service Improvement Program actions: list, show, add, update, note.
+    Sip {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: cli::sip::SipCommand,
+    },
     /// Inbound events stored in the daemon's journal.
     Events {
         #[command(flatten)]
         client: ClientArgs,
         #[command(flatten)]
         args: cli::EventsArgs,
+    },
+    /// Export the store as a JSON Lines dump, or import one into an empty
+    /// store; the daemon must be stopped.
+    Store {
+        #[command(subcommand)]
+        command: cli::store::StoreCommand,
     },
 }
 
@@ -100,9 +120,17 @@ fn main() -> ExitCode {
         Command::Outbox { client, command } => {
             block_on(async move { cli::outbox(&Client::new(&client)?, command).await })
         }
+        Command::Changes { client, command } => {
+            block_on(async move { cli::changes::run(&Client::new(&client)?, command).await })
+        }
+        Command::Sip { client, command } => {
+            block_on(async move { cli::sip::sip(&Client::new(&client)?, command).await })
+        }
         Command::Events { client, args } => {
             block_on(async move { cli::events(&Client::new(&client)?, args).await })
         }
+        // Synchronous; block_on gives it the CLI's error reporting.
+        Command::Store { command } => block_on(async move { cli::store::run(command) }),
     }
 }
 

@@ -95,7 +95,7 @@ from = "Example Telecom CSM <csm@example.net>"
 host = "smtp.example.net"
 "#,
             errors: &[
-                "{dir}/csmd.toml:4:2: unknown section `smtp`; expected `daemon`, `email`, `schedules`, `maintenance` or `connector`",
+                "{dir}/csmd.toml:4:2: unknown section `smtp`; expected `daemon`, `email`, `schedules`, `maintenance`, `sip` or `connector`",
             ],
             ..CASE
         },
@@ -241,6 +241,20 @@ sip_digest = "0 8 * * Funday"
 "#,
             errors: &[
                 r#"{dir}/csmd.toml:5:14: invalid cron expression "0 8 * * Funday": 'Funday' is not a valid day of the week."#,
+            ],
+            ..CASE
+        },
+        Case {
+            mistake: "a digest recipient that is not an address",
+            csmd_toml: r#"
+[email]
+from = "Example Telecom CSM <csm@example.net>"
+
+[sip]
+digest_to = ["CSM team <csm@example.net>", "the CSM team"]
+"#,
+            errors: &[
+                r#"{dir}/csmd.toml:5:44: invalid digest recipient "the CSM team" (Invalid input): expected an address like "CSM team <csm@example.net>""#,
             ],
             ..CASE
         },
@@ -1047,6 +1061,7 @@ configuration {dir}/csmd.toml is valid
   admin API     enabled (bearer token set)
   e-mail        from Example Telecom CSM <csm@example.net>, smtp smtp.example.net:587 (starttls, with auth), at most 600/m
   schedules     monthly_report \"0 6 1 * *\", reconciliation \"30 2 * * *\", sip_digest \"0 8 * * Mon-Fri\"
+  SIP           actions from CSAT under 3 and NPS under 7; overdue digest off (no [sip] digest_to)
   connectors    2
     monitoring       webhook-json   webhook: bearer token
     events           webhook-json   webhook: standard-webhooks, 1 key(s), tolerance 2m

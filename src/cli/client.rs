@@ -68,6 +68,11 @@ impl Client {
         self.request(reqwest::Method::POST, path, &[], body).await
     }
 
+    pub async fn patch(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        self.request(reqwest::Method::PATCH, path, &[], Some(body))
+            .await
+    }
+
     async fn request(
         &self,
         method: reqwest::Method,

@@ -1,14 +1,18 @@
 //! The CLI's side of the admin API: a small client and the table or JSON
 //! output of each command. The daemon owns the store, so everything but
-//! `run` and `check-config` goes through the running daemon.
+//! `run`, `check-config` and `store` (which needs the daemon stopped) goes
+//! through the running daemon.
 
+pub mod changes;
 mod client;
 pub mod output;
+pub mod sip;
+pub mod store;
 
 pub use client::{Client, ClientArgs};
 
 use clap::Subcommand;
-use output::{Table, print_json, text};
+use output::{Table, print_json, short_time, text};
 
 #[derive(Debug, Subcommand)]
 pub enum CustomersCommand {
@@ -205,14 +209,6 @@ pub async fn sync(client: &Client, connector: &str) -> anyhow::Result<()> {
         anyhow::bail!("the sync of {connector} did not complete; see above");
     }
     Ok(())
-}
-
-fn short_time(value: &serde_json::Value) -> String {
-    text(value)
-        .chars()
-        .take(19)
-        .collect::<String>()
-        .replace('T', " ")
 }
 
 #[derive(Debug, Subcommand)]

@@ -33,6 +33,15 @@ pub fn print_json(value: &Value) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// An RFC 3339 time as `YYYY-MM-DD HH:MM:SS`.
+pub fn short_time(value: &Value) -> String {
+    text(value)
+        .chars()
+        .take(19)
+        .collect::<String>()
+        .replace('T', " ")
+}
+
 /// A JSON value as table text: strings without quotes, null as empty.
 pub fn text(value: &Value) -> String {
     match value {

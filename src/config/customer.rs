@@ -40,6 +40,16 @@ pub struct Customer {
     pub install_base: Vec<InstallBaseEntry>,
 }
 
+/// The customer a source names: by csmd's id, or by the customer's ITSM
+/// or billing account.
+pub fn find<'a>(customers: &'a [Customer], name: &str) -> Option<&'a Customer> {
+    customers.iter().find(|c| {
+        c.id.as_str() == name
+            || c.itsm_account.as_deref() == Some(name)
+            || c.billing_account.as_deref() == Some(name)
+    })
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Subscription {

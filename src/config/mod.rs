@@ -30,7 +30,8 @@ use customer::PathStep;
 pub use diag::{Diagnostic, Diagnostics};
 pub use sections::{
     BrandingSection, ConnectorSection, DaemonSection, EmailSection, LogFormat, MaintenanceSection,
-    SchedulesSection, SmtpSection, TlsMode, TransportKind, WebhookAuthKind, WebhookSection,
+    SchedulesSection, SipSection, SmtpSection, TlsMode, TransportKind, WebhookAuthKind,
+    WebhookSection,
 };
 
 use crate::model::CustomerId;
@@ -49,8 +50,28 @@ pub struct Config {
     pub email: Email,
     pub schedules: SchedulesSection,
     pub maintenance: MaintenanceSection,
+    pub sip: Sip,
     pub connectors: Vec<Connector>,
     pub customers: Vec<Customer>,
+}
+
+/// `[sip]`, checked.
+#[derive(Debug, Clone)]
+pub struct Sip {
+    pub csat_below: f64,
+    pub nps_below: f64,
+    pub digest_to: Vec<lettre::message::Mailbox>,
+}
+
+impl Default for Sip {
+    fn default() -> Self {
+        let section = SipSection::default();
+        Sip {
+            csat_below: section.csat_below,
+            nps_below: section.nps_below,
+            digest_to: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -117,6 +138,7 @@ pub fn load(path: &Path) -> Result<Config, Diagnostics> {
     let mut email = None;
     let mut schedules = None;
     let mut maintenance = None;
+    let mut sip = None;
     let mut connector_sections = Vec::new();
     for (key, value) in root.into_inner() {
         match key.get_ref().as_ref() {
@@ -135,10 +157,14 @@ pub fn load(path: &Path) -> Result<Config, Diagnostics> {
             "maintenance" => {
                 maintenance = section::<MaintenanceSection>(&source, value, &mut diags);
             }
+            "sip" => {
+                sip = section::<SipSection>(&source, value, &mut diags)
+                    .map(|s| resolve_sip(&source, &s, &mut diags));
+            }
             "connector" => connector_sections = connector_entries(&source, value, &mut diags),
             other => diags.push(source.at(
                 key.span(),
-                format!("unknown section `{other}`; expected `daemon`, `email`, `schedules`, `maintenance` or `connector`"),
+                format!("unknown section `{other}`; expected `daemon`, `email`, `schedules`, `maintenance`, `sip` or `connector`"),
             )),
         }
     }
@@ -191,6 +217,7 @@ pub fn load(path: &Path) -> Result<Config, Diagnostics> {
             email,
             schedules: schedules.unwrap_or_default(),
             maintenance: maintenance.unwrap_or_default(),
+            sip: sip.unwrap_or_default(),
             connectors,
             customers,
         }),
@@ -325,6 +352,27 @@ fn resolve_daemon(
         max_body_bytes: section.max_body_bytes,
         shutdown_grace: section.shutdown_grace.0,
         journal_retention: section.journal_retention.0,
+    }
+}
+
+fn resolve_sip(source: &SourceFile, section: &SipSection, diags: &mut Diagnostics) -> Sip {
+    let mut digest_to = Vec::new();
+    for to in &section.digest_to {
+        match to.get_ref().parse::<lettre::message::Mailbox>() {
+            Ok(mailbox) => digest_to.push(mailbox),
+            Err(e) => diags.push(source.at(
+                to.span(),
+                format!(
+                    "invalid digest recipient {:?} ({e}): expected an address like \"CSM team <csm@example.net>\"",
+                    to.get_ref()
+                ),
+            )),
+        }
+    }
+    Sip {
+        csat_below: section.csat_below,
+        nps_below: section.nps_below,
+        digest_to,
     }
 }
 
@@ -628,6 +676,11 @@ pub fn load_daemon_section(path: &Path) -> Result<Daemon, Diagnostics> {
 impl Config {
     /// What `csmd check-config` prints: everything an operator wants to see
     /// confirmed, and no secret.
+    /// The configured customer with this id.
+    pub fn customer(&self, id: &CustomerId) -> Option<&Customer> {
+        self.customers.iter().find(|c| c.id == *id)
+    }
+
     pub fn summary(&self) -> String {
         let mut out = String::new();
         let d = &self.daemon;
@@ -669,6 +722,25 @@ impl Config {
             out,
             "  schedules     monthly_report \"{}\", reconciliation \"{}\", sip_digest \"{}\"",
             self.schedules.monthly_report, self.schedules.reconciliation, self.schedules.sip_digest
+        );
+        let _ = writeln!(
+            out,
+            "  SIP           actions from CSAT under {} and NPS under {}; overdue digest {}",
+            self.sip.csat_below,
+            self.sip.nps_below,
+            if self.sip.digest_to.is_empty() {
+                "off (no [sip] digest_to)".to_string()
+            } else {
+                format!(
+                    "to {}",
+                    self.sip
+                        .digest_to
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
         );
         let _ = writeln!(out, "  connectors    {}", self.connectors.len());
         for c in &self.connectors {

@@ -204,6 +204,42 @@ pub struct MaintenanceSection {
     pub not_customer_impacting_cis: Vec<String>,
 }
 
+/// `[sip]`: the Service Improvement Program.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SipSection {
+    /// A CSAT answer scoring under this creates an action. The scale is
+    /// the survey's: the default suits 1 to 5.
+    #[serde(default = "default_csat_below")]
+    pub csat_below: f64,
+    /// An NPS answer (0 to 10) under this creates an action; the default
+    /// catches detractors (0 to 6).
+    #[serde(default = "default_nps_below")]
+    pub nps_below: f64,
+    /// Who receives the digest of overdue actions on the `sip_digest`
+    /// schedule (the CSM team); none: no digest.
+    #[serde(default)]
+    pub digest_to: Vec<Spanned<String>>,
+}
+
+impl Default for SipSection {
+    fn default() -> Self {
+        SipSection {
+            csat_below: default_csat_below(),
+            nps_below: default_nps_below(),
+            digest_to: Vec::new(),
+        }
+    }
+}
+
+fn default_csat_below() -> f64 {
+    3.0
+}
+
+fn default_nps_below() -> f64 {
+    7.0
+}
+
 fn default_sendmail_command() -> PathBuf {
     PathBuf::from("/usr/sbin/sendmail")
 }

@@ -2,6 +2,8 @@
 //! is one arm of [`ConnectorKind`] and [`Parser`], one module here, and one
 //! folder under `connectors/` with its declarative `profile.toml`.
 
+pub mod feedback;
+mod pointer;
 pub mod rest;
 pub mod servicenow;
 pub mod webhook_json;
@@ -24,18 +26,24 @@ use crate::model::Event;
 pub enum ConnectorKind {
     /// A generic JSON webhook mapped with JSON pointers.
     WebhookJson,
+    /// Survey answers and complaints, mapped with JSON pointers.
+    FeedbackJson,
     /// The ServiceNow Table API, polled, plus records pushed by business rules.
     #[serde(rename = "servicenow")]
     ServiceNow,
 }
 
 impl ConnectorKind {
-    pub const ALL: &'static [ConnectorKind] =
-        &[ConnectorKind::WebhookJson, ConnectorKind::ServiceNow];
+    pub const ALL: &'static [ConnectorKind] = &[
+        ConnectorKind::WebhookJson,
+        ConnectorKind::FeedbackJson,
+        ConnectorKind::ServiceNow,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             ConnectorKind::WebhookJson => "webhook-json",
+            ConnectorKind::FeedbackJson => "feedback-json",
             ConnectorKind::ServiceNow => "servicenow",
         }
     }
@@ -69,6 +77,7 @@ impl fmt::Display for ConnectorKind {
 #[derive(Debug, Clone)]
 pub enum Profile {
     WebhookJson(webhook_json::Profile),
+    FeedbackJson(feedback::Profile),
     ServiceNow(Box<rest::profile::RestProfile>),
 }
 
@@ -77,6 +86,7 @@ pub enum Profile {
 #[derive(Debug, Clone)]
 pub enum Parser {
     WebhookJson(webhook_json::Mapping),
+    FeedbackJson(feedback::Mapping),
     ServiceNow(servicenow::Push),
 }
 
@@ -137,6 +147,9 @@ impl Profile {
             ConnectorKind::WebhookJson => toml::from_str(&text)
                 .map(Profile::WebhookJson)
                 .map_err(|e| vec![source.from_toml(&e)]),
+            ConnectorKind::FeedbackJson => toml::from_str(&text)
+                .map(Profile::FeedbackJson)
+                .map_err(|e| vec![source.from_toml(&e)]),
             ConnectorKind::ServiceNow => toml::from_str(&text)
                 .map(|p| Profile::ServiceNow(Box::new(p)))
                 .map_err(|e| vec![source.from_toml(&e)]),
@@ -146,6 +159,7 @@ impl Profile {
     pub fn kind(&self) -> ConnectorKind {
         match self {
             Profile::WebhookJson(_) => ConnectorKind::WebhookJson,
+            Profile::FeedbackJson(_) => ConnectorKind::FeedbackJson,
             Profile::ServiceNow(_) => ConnectorKind::ServiceNow,
         }
     }
@@ -153,6 +167,7 @@ impl Profile {
     pub fn description(&self) -> &str {
         match self {
             Profile::WebhookJson(p) => &p.description,
+            Profile::FeedbackJson(p) => &p.description,
             Profile::ServiceNow(p) => &p.description,
         }
     }
@@ -179,6 +194,16 @@ impl Profile {
                     return Err(vec![unsupported("streams; use [connector.fields]")]);
                 }
                 let parser = p.mapping(fields).map(Parser::WebhookJson)?;
+                Ok(Built {
+                    parser,
+                    polling: None,
+                })
+            }
+            Profile::FeedbackJson(p) => {
+                if !streams.is_empty() {
+                    return Err(vec![unsupported("streams; use [connector.fields]")]);
+                }
+                let parser = p.mapping(fields).map(Parser::FeedbackJson)?;
                 Ok(Built {
                     parser,
                     polling: None,
@@ -220,6 +245,7 @@ impl Parser {
     pub fn parse(&self, body: &[u8]) -> Result<Vec<Event>, ParseError> {
         match self {
             Parser::WebhookJson(mapping) => mapping.parse(body),
+            Parser::FeedbackJson(mapping) => mapping.parse(body),
             Parser::ServiceNow(push) => push.parse(body),
         }
     }

@@ -5,10 +5,10 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::pointer::{Fields, Pointers};
 use super::{MappingError, ParseError};
 use crate::model::{AlertEvent, AlertStatus, Event};
 
@@ -36,125 +36,44 @@ pub struct StatusValues {
     pub resolved: Vec<String>,
 }
 
-/// The fields a record maps onto; the first three are required.
-const REQUIRED: &[&str] = &["id", "status", "summary"];
-const OPTIONAL: &[&str] = &[
-    "service",
-    "ci",
-    "customer",
-    "severity",
-    "starts_at",
-    "ends_at",
-];
+/// The fields an alert record maps onto.
+const FIELDS: Fields = Fields {
+    kind: "webhook-json",
+    required: &["id", "status", "summary"],
+    optional: &[
+        "service",
+        "ci",
+        "customer",
+        "severity",
+        "starts_at",
+        "ends_at",
+    ],
+};
 
 /// A profile with a connector's overrides applied, ready to parse bodies.
 #[derive(Debug, Clone)]
 pub struct Mapping {
-    records: String,
-    fields: BTreeMap<&'static str, String>,
+    pointers: Pointers,
     status: StatusValues,
 }
 
 impl Profile {
     pub fn mapping(&self, overrides: &toml::Table) -> Result<Mapping, Vec<MappingError>> {
-        let mut errors = Vec::new();
-        let of_profile = |message| MappingError {
-            field: None,
-            message,
-        };
-        let of_override = |name: &str, message| MappingError {
-            field: Some(name.to_string()),
-            message,
-        };
-        let mut fields = BTreeMap::new();
-        let known = || REQUIRED.iter().chain(OPTIONAL).copied();
-        for (name, pointer) in &self.fields {
-            match known().find(|k| k == name) {
-                Some(k) => {
-                    fields.insert(k, pointer.clone());
-                }
-                None => errors.push(of_profile(format!("profile maps unknown field `{name}`"))),
-            }
-        }
-        for (name, value) in overrides {
-            let Some(k) = known().find(|k| k == name) else {
-                let all: Vec<_> = known().collect();
-                errors.push(of_override(
-                    name,
-                    format!(
-                        "unknown field `{name}`; webhook-json fields are {}",
-                        all.join(", ")
-                    ),
-                ));
-                continue;
-            };
-            match value.as_str() {
-                Some(p) if p.is_empty() || p.starts_with('/') => {
-                    fields.insert(k, p.to_string());
-                }
-                _ => errors.push(of_override(
-                    name,
-                    format!(
-                        "field `{name}` must be a JSON pointer string like \"/labels/instance\""
-                    ),
-                )),
-            }
-        }
-        for required in REQUIRED {
-            if !fields.contains_key(required) {
-                errors.push(of_profile(format!("field `{required}` has no mapping")));
-            }
-        }
-        if errors.is_empty() {
-            Ok(Mapping {
-                records: self.records.clone(),
-                fields,
-                status: self.status.clone(),
-            })
-        } else {
-            Err(errors)
-        }
+        Ok(Mapping {
+            pointers: FIELDS.pointers(&self.records, &self.fields, overrides)?,
+            status: self.status.clone(),
+        })
     }
 }
 
 impl Mapping {
     pub fn parse(&self, body: &[u8]) -> Result<Vec<Event>, ParseError> {
-        let root: Value = serde_json::from_slice(body)
-            .map_err(|e| ParseError(format!("body is not valid JSON: {e}")))?;
-        let records = if self.records.is_empty() {
-            &root
-        } else {
-            root.pointer(&self.records).ok_or_else(|| {
-                ParseError(format!("no records at {:?} in the body", self.records))
-            })?
-        };
-        let events = match records {
-            Value::Array(items) => items
-                .iter()
-                .enumerate()
-                .map(|(i, r)| {
-                    self.record(r)
-                        .map_err(|e| ParseError(format!("record {i}: {e}")))
-                })
-                .collect::<Result<Vec<_>, _>>()?,
-            Value::Object(_) => vec![self.record(records).map_err(ParseError)?],
-            _ => {
-                return Err(ParseError(
-                    "body must be a JSON object or an array of objects".into(),
-                ));
-            }
-        };
-        if events.is_empty() {
-            return Err(ParseError("body holds no records".into()));
-        }
-        Ok(events)
+        self.pointers.parse(body, |r| self.record(r))
     }
 
     fn record(&self, record: &Value) -> Result<Event, String> {
-        if !record.is_object() {
-            return Err("a record must be a JSON object".into());
-        }
-        let status_text = self.required_text(record, "status")?;
+        let p = &self.pointers;
+        let status_text = p.required_text(record, "status")?;
         let status = if self
             .status
             .firing
@@ -172,66 +91,22 @@ impl Mapping {
         } else {
             return Err(format!(
                 "status {status_text:?} at {} is neither firing ({}) nor resolved ({})",
-                self.fields["status"],
+                p.pointer("status"),
                 self.status.firing.join(", "),
                 self.status.resolved.join(", ")
             ));
         };
         Ok(Event::Alert(AlertEvent {
-            source_id: self.required_text(record, "id")?,
+            source_id: p.required_text(record, "id")?,
             status,
-            summary: self.required_text(record, "summary")?,
-            service: self.text(record, "service")?,
-            ci: self.text(record, "ci")?,
-            customer: self.text(record, "customer")?,
-            severity: self.text(record, "severity")?,
-            starts_at: self.time(record, "starts_at")?,
-            ends_at: self.time(record, "ends_at")?,
+            summary: p.required_text(record, "summary")?,
+            service: p.text(record, "service")?,
+            ci: p.text(record, "ci")?,
+            customer: p.text(record, "customer")?,
+            severity: p.text(record, "severity")?,
+            starts_at: p.time(record, "starts_at")?,
+            ends_at: p.time(record, "ends_at")?,
         }))
-    }
-
-    /// The field as text; numbers are accepted as ids often are numeric.
-    fn text(&self, record: &Value, field: &str) -> Result<Option<String>, String> {
-        let Some(pointer) = self.fields.get(field) else {
-            return Ok(None);
-        };
-        match record.pointer(pointer) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) if s.is_empty() => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(Value::Number(n)) => Ok(Some(n.to_string())),
-            Some(other) => Err(format!(
-                "`{field}` at {pointer} must be a string, found {}",
-                json_type(other)
-            )),
-        }
-    }
-
-    fn required_text(&self, record: &Value, field: &str) -> Result<String, String> {
-        self.text(record, field)?
-            .ok_or_else(|| format!("missing `{field}` at {}", self.fields[field]))
-    }
-
-    fn time(&self, record: &Value, field: &str) -> Result<Option<DateTime<Utc>>, String> {
-        let Some(text) = self.text(record, field)? else {
-            return Ok(None);
-        };
-        let time = DateTime::parse_from_rfc3339(&text)
-            .map_err(|e| format!("`{field}` {text:?} is not an RFC 3339 time: {e}"))?
-            .with_timezone(&Utc);
-        // Alertmanager-style tools write the zero time for "unset".
-        Ok((time.timestamp() > 0).then_some(time))
-    }
-}
-
-fn json_type(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 

@@ -15,9 +15,10 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
+use super::impact::Impact;
 use crate::config::customer::ContactRole;
 use crate::config::{Customer, MaintenanceSection};
-use crate::model::itsm::{Account, Change, ChangeState, ItsmRecord};
+use crate::model::itsm::{Change, ChangeState, ItsmRecord};
 use crate::model::outbox::{CalendarPart, Draft, MessageKind, OutboxMessage};
 use crate::notify::ics::{MaintenanceEvent, Method, maintenance_calendar};
 use crate::notify::templates::{MaintenanceKind, MaintenanceNotice, TemplateError, Templates};
@@ -81,15 +82,10 @@ struct Plan {
     messages: Vec<OutboxMessage>,
 }
 
-/// What the ITSM says about who uses what, resolved to names, and what
-/// customers were told so far: read once per run.
+/// What the ITSM says about who uses what, and what customers were told
+/// so far: read once per run.
 struct Inventory {
-    /// CI sys_id → name.
-    ci_names: HashMap<String, String>,
-    /// Change sys_id → affected CI sys_ids (task_ci).
-    change_cis: HashMap<String, BTreeSet<String>>,
-    /// Customer id → (CI id or name → services through it).
-    usage: HashMap<String, Vec<(String, Option<String>)>>,
+    impact: Impact,
     /// What every customer was told about every change, by state name.
     told: HashMap<String, Announced>,
 }
@@ -147,85 +143,22 @@ impl Planner<'_> {
     }
 
     fn inventory(&self, store: &Store) -> Result<Inventory, StoreError> {
-        let mut ci_names = HashMap::new();
-        for record in store.itsm_records("cis")? {
-            if let ItsmRecord::Ci(ci) = record {
-                ci_names.insert(ci.id, ci.name);
-            }
-        }
-        let mut change_cis: HashMap<String, BTreeSet<String>> = HashMap::new();
-        for record in store.itsm_records("change_cis")? {
-            if let ItsmRecord::ChangeCi(row) = record {
-                change_cis.entry(row.change).or_default().insert(row.ci);
-            }
-        }
-        let mut account_numbers = HashMap::new();
-        for record in store.itsm_records("accounts")? {
-            if let ItsmRecord::Account(Account {
-                id,
-                number: Some(number),
-                ..
-            }) = record
-            {
-                account_numbers.insert(id, number);
-            }
-        }
-        let mut usage: HashMap<String, Vec<(String, Option<String>)>> = HashMap::new();
-        for customer in self.customers {
-            let entries = usage.entry(customer.id.to_string()).or_default();
-            for entry in &customer.install_base {
-                if let Some(ci) = &entry.ci {
-                    entries.push((ci.clone(), entry.service.clone()));
-                }
-            }
-        }
-        for record in store.itsm_records("install_base")? {
-            let ItsmRecord::InstallBaseItem(item) = record else {
-                continue;
-            };
-            let retired = item.uninstall_date.is_some()
-                || item.state.as_deref().is_some_and(|s| s != "installed");
-            let (Some(account), Some(ci), false) = (item.account, item.ci, retired) else {
-                continue;
-            };
-            let Some(number) = account_numbers.get(&account) else {
-                continue;
-            };
-            let service = item.service.map(|s| ci_names.get(&s).cloned().unwrap_or(s));
-            for customer in self.customers {
-                if customer.itsm_account.as_deref() == Some(number.as_str()) {
-                    usage
-                        .entry(customer.id.to_string())
-                        .or_default()
-                        .push((ci.clone(), service.clone()));
-                }
-            }
-        }
+        let impact = Impact::load(store, self.customers)?;
         let told = store
             .outbox_states(STATE_PREFIX)?
             .into_iter()
             .filter_map(|(name, bytes)| Some((name, serde_json::from_slice(&bytes).ok()?)))
             .collect();
-        Ok(Inventory {
-            ci_names,
-            change_cis,
-            usage,
-            told,
-        })
+        Ok(Inventory { impact, told })
     }
 
     /// The change's CIs (its main CI and task_ci rows) that may notify.
     fn affected_cis(&self, change: &Change, inventory: &Inventory) -> BTreeSet<String> {
-        let mut cis: BTreeSet<String> = inventory
-            .change_cis
-            .get(&change.id)
-            .cloned()
-            .unwrap_or_default();
-        cis.extend(change.ci.clone());
+        let mut cis = inventory.impact.change_cis(change);
         let silent = &self.settings.not_customer_impacting_cis;
         cis.retain(|ci| {
-            let name = inventory.ci_names.get(ci);
-            !silent.contains(ci) && !name.is_some_and(|n| silent.contains(n))
+            let name = inventory.impact.ci_name(ci);
+            !silent.contains(ci) && !name.is_some_and(|n| silent.iter().any(|s| s == n))
         });
         cis
     }
@@ -251,7 +184,7 @@ impl Planner<'_> {
             Some(t) if t.stage != Stage::Announced => return Ok(None),
             _ => {}
         }
-        let (hit_cis, services) = self.hits(cis, customer, inventory);
+        let (hit_cis, services) = inventory.impact.hits(cis, &customer.id);
         let lead = chrono::Duration::from_std(customer.contract.maintenance_notice_lead_time.0)
             .unwrap_or(chrono::Duration::zero());
 
@@ -322,38 +255,6 @@ impl Planner<'_> {
             },
             messages: self.messages(change, customer, &notice, now)?,
         }))
-    }
-
-    /// The customer's CIs and services (by name) among the change's CIs.
-    fn hits(
-        &self,
-        cis: &BTreeSet<String>,
-        customer: &Customer,
-        inventory: &Inventory,
-    ) -> (BTreeSet<String>, BTreeSet<String>) {
-        let mut hit_cis = BTreeSet::new();
-        let mut services = BTreeSet::new();
-        for (used, service) in inventory
-            .usage
-            .get(customer.id.as_str())
-            .into_iter()
-            .flatten()
-        {
-            let hit = cis.iter().any(|ci| {
-                ci == used || inventory.ci_names.get(ci).is_some_and(|name| name == used)
-            });
-            if hit {
-                hit_cis.insert(
-                    inventory
-                        .ci_names
-                        .get(used)
-                        .cloned()
-                        .unwrap_or(used.clone()),
-                );
-                services.extend(service.clone());
-            }
-        }
-        (hit_cis, services)
     }
 
     /// One message per maintenance contact (the primary contacts when the
@@ -440,7 +341,7 @@ impl Planner<'_> {
                 Draft {
                     key,
                     kind,
-                    customer: customer.id.clone(),
+                    customer: Some(customer.id.clone()),
                     to: lettre::message::Mailbox::new(Some(contact.name.clone()), address)
                         .to_string(),
                     subject: rendered.subject,

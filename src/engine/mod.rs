@@ -6,15 +6,48 @@
 //! processor is idempotent, so a crash in between replays a few entries
 //! harmlessly.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use chrono_tz::Tz;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::model::{Event, JournalEntry};
+pub mod changes;
+pub mod impact;
 pub mod maintenance;
+pub mod schedule;
+pub mod sip;
 
-use crate::store::{Store, StoreError};
+use crate::config::{Config, Customer, Sip};
+use crate::store::{SipError, Store, StoreError};
+
+/// What the processors read from the configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    pub customers: Vec<Customer>,
+    pub sip: Sip,
+    pub time_zone: Tz,
+}
+
+impl Settings {
+    pub fn of(config: &Config) -> Settings {
+        Settings {
+            customers: config.customers.clone(),
+            sip: config.sip.clone(),
+            time_zone: config.daemon.time_zone.0,
+        }
+    }
+
+    fn sip_sources(&self) -> sip::SipSources<'_> {
+        sip::SipSources {
+            customers: &self.customers,
+            settings: &self.sip,
+            default_time_zone: self.time_zone,
+        }
+    }
+}
 
 /// Journal entries read and applied at a time, after which the engine's
 /// position is stored; it bounds what a long catch-up holds in memory.
@@ -30,20 +63,31 @@ const TRIM_EVERY: Duration = Duration::from_secs(60);
 /// `applied` is signalled after each catch-up that changed an ITSM record,
 /// so processors that read those records (maintenance notices) run then,
 /// and not after batches of alerts or of records they already had.
+///
+/// `config` gives the current configuration; the processors' settings are
+/// taken from it again only when it was reloaded.
 pub async fn run(
     store: Store,
     mut durable: watch::Receiver<u64>,
     applied: watch::Sender<()>,
     retention: Duration,
+    config: impl Fn() -> Arc<Config> + Send,
     shutdown: CancellationToken,
 ) {
     let mut last_trim = tokio::time::Instant::now();
+    let mut current = config();
+    let mut settings = Arc::new(Settings::of(&current));
     loop {
         if last_trim.elapsed() >= TRIM_EVERY {
             last_trim = tokio::time::Instant::now();
             trim(&store, retention).await;
         }
-        match catch_up(&store).await {
+        let latest = config();
+        if !Arc::ptr_eq(&latest, &current) {
+            settings = Arc::new(Settings::of(&latest));
+            current = latest;
+        }
+        match catch_up(&store, settings.clone()).await {
             Ok(caught_up) => {
                 if caught_up.itsm_changed > 0 {
                     applied.send_replace(());
@@ -101,7 +145,7 @@ pub struct CaughtUp {
 }
 
 /// Applies every durable entry after the stored position.
-pub async fn catch_up(store: &Store) -> Result<CaughtUp, StoreError> {
+pub async fn catch_up(store: &Store, settings: Arc<Settings>) -> Result<CaughtUp, StoreError> {
     let store = store.clone();
     tokio::task::spawn_blocking(move || {
         let mut total = CaughtUp::default();
@@ -111,7 +155,7 @@ pub async fn catch_up(store: &Store) -> Result<CaughtUp, StoreError> {
             let Some(last) = entries.last().map(|e| e.seq) else {
                 return Ok(total);
             };
-            total.itsm_changed += apply(&store, &entries)?;
+            total.itsm_changed += apply(&store, &settings, &entries)?;
             store.set_engine_position(last)?;
             total.entries += entries.len();
         }
@@ -122,10 +166,14 @@ pub async fn catch_up(store: &Store) -> Result<CaughtUp, StoreError> {
 
 /// The pipeline: every processor, in order, over one batch of entries;
 /// returns how many ITSM records changed.
-fn apply(store: &Store, entries: &[JournalEntry]) -> Result<usize, StoreError> {
+fn apply(
+    store: &Store,
+    settings: &Settings,
+    entries: &[JournalEntry],
+) -> Result<usize, StoreError> {
     let itsm = entries.iter().filter_map(|e| match &e.event {
         Event::Itsm(record) => Some(record),
-        Event::Alert(_) => None,
+        Event::Alert(_) | Event::Feedback(_) => None,
     });
     let applied = store.apply_itsm(itsm)?;
     if applied.changed > 0 {
@@ -134,6 +182,23 @@ fn apply(store: &Store, entries: &[JournalEntry]) -> Result<usize, StoreError> {
             unchanged = applied.unchanged,
             "Applied ITSM records"
         );
+    }
+    let now = chrono::Utc::now();
+    for entry in entries {
+        if let Event::Feedback(feedback) = &entry.event {
+            match settings
+                .sip_sources()
+                .feedback(store, &entry.connector, feedback, now)
+            {
+                Ok(_) => {}
+                Err(SipError::Store(e)) => return Err(e),
+                // A rule can refuse only what csmd itself got wrong: say
+                // so and go on, rather than stall the journal behind it.
+                Err(e) => {
+                    tracing::error!(error = %e, seq = entry.seq, "Feedback made no SIP action")
+                }
+            }
+        }
     }
     Ok(applied.changed)
 }
@@ -211,7 +276,10 @@ mod tests {
             };
             journal.append(append).await.unwrap();
         }
-        assert_eq!(catch_up(&store).await.unwrap().entries, 5);
+        assert_eq!(
+            catch_up(&store, Default::default()).await.unwrap().entries,
+            5
+        );
         assert_eq!(store.engine_position().unwrap(), 5);
 
         // Everything is applied and past a zero retention: all but the newest go.
@@ -240,7 +308,10 @@ mod tests {
                 count: 1
             }
         );
-        assert_eq!(catch_up(&store).await.unwrap().entries, 1);
+        assert_eq!(
+            catch_up(&store, Default::default()).await.unwrap().entries,
+            1
+        );
         drop(journal);
         committer.join().unwrap();
     }

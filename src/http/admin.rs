@@ -40,6 +40,8 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/records/{kind}", get(list_records))
         .route("/records/{kind}/{id}", get(show_record))
         .merge(super::outbox::routes())
+        .merge(super::changes::routes())
+        .merge(super::sip::routes())
         .route_layer(middleware::from_fn_with_state(state, require_admin))
 }
 

@@ -3,7 +3,9 @@
 
 mod admin;
 pub mod auth;
+mod changes;
 mod outbox;
+mod sip;
 mod webhook;
 
 use std::collections::BTreeMap;
@@ -37,6 +39,11 @@ pub struct AppState {
     pub writers: BTreeMap<String, WriterHandle>,
     /// Wakes the outbox worker (after a retry).
     pub outbox: crate::notify::worker::OutboxHandle,
+    /// The message templates, loaded at start.
+    pub templates: Arc<crate::notify::templates::Templates>,
+    /// The sender, fixed at start: it is in every calendar UID and
+    /// Message-ID, which must not change on a reload.
+    pub from: Arc<lettre::message::Mailbox>,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {

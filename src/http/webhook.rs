@@ -15,6 +15,8 @@ use serde_json::{Value, json};
 
 use super::auth::verify_webhook;
 use super::{ApiError, AppState};
+use crate::config::customer;
+use crate::model::Event;
 use crate::store::journal::{Append, AppendError, Appended};
 
 pub async fn receive(
@@ -54,6 +56,24 @@ pub async fn receive(
         .parser
         .parse(&body)
         .map_err(|e| reject(StatusCode::BAD_REQUEST, "malformed", e.0))?;
+    // Feedback becomes a customer's SIP action: one for a customer csmd
+    // does not know would be lost, so it is refused while the sender can
+    // still say so.
+    let unknown = events.iter().enumerate().find_map(|(i, e)| match e {
+        Event::Feedback(f) if customer::find(&config.customers, &f.customer).is_none() => {
+            Some((i, &f.customer))
+        }
+        _ => None,
+    });
+    if let Some((i, name)) = unknown {
+        return Err(reject(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_customer",
+            format!(
+                "record {i}: no customer {name:?}: expected a customer id or a customer's ITSM or billing account"
+            ),
+        ));
+    }
 
     let append = Append {
         connector: connector.name.clone(),

@@ -13,6 +13,8 @@ pub enum Event {
     Alert(AlertEvent),
     /// A record read from (or pushed by) the ITSM.
     Itsm(ItsmRecord),
+    /// A survey answer or a complaint.
+    Feedback(FeedbackEvent),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,6 +43,45 @@ pub struct AlertEvent {
     pub starts_at: Option<DateTime<Utc>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ends_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FeedbackKind {
+    /// A customer-satisfaction score (the scale is the survey's; the
+    /// threshold in `[sip]` is on the same scale).
+    Csat,
+    /// A Net Promoter Score answer, 0 to 10.
+    Nps,
+    Complaint,
+}
+
+impl FeedbackKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FeedbackKind::Csat => "csat",
+            FeedbackKind::Nps => "nps",
+            FeedbackKind::Complaint => "complaint",
+        }
+    }
+}
+
+/// What a customer said: a survey answer or a complaint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeedbackEvent {
+    /// The source's id of the answer, stable across deliveries.
+    pub source_id: String,
+    /// csmd's customer id, or the customer's ITSM or billing account.
+    pub customer: String,
+    pub kind: FeedbackKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub score: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub respondent: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub submitted_at: Option<DateTime<Utc>>,
 }
 
 /// An event as stored in the journal, with where and when it arrived.

@@ -311,3 +311,62 @@ pub enum WriteStatus {
     /// `last_error`.
     Failed,
 }
+
+impl ChangeState {
+    /// The upstream's state code; codes ascend along the change lifecycle
+    /// (New -5 … Closed 3, Canceled 4).
+    pub fn code(&self) -> i64 {
+        match self {
+            ChangeState::New => -5,
+            ChangeState::Assess => -4,
+            ChangeState::Authorize => -3,
+            ChangeState::Scheduled => -2,
+            ChangeState::Implement => -1,
+            ChangeState::Review => 0,
+            ChangeState::Closed => 3,
+            ChangeState::Canceled => 4,
+            ChangeState::Other(code) => *code,
+        }
+    }
+}
+
+/// A change request's planned window, either end possibly unset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedWindow {
+    pub start: Option<DateTime<Utc>>,
+    pub end: Option<DateTime<Utc>>,
+}
+
+/// A planned window that moved, in one version of a change request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rescheduled {
+    pub before: PlannedWindow,
+    pub after: PlannedWindow,
+}
+
+/// One step in a change request's history as csmd saw it: a version whose
+/// state or planned window differs from the previous version stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChangeTransition {
+    /// The change's sys_id.
+    pub change: String,
+    pub number: String,
+    /// The state before; `None` when csmd first saw the change.
+    pub from: Option<ChangeState>,
+    pub to: ChangeState,
+    /// Set when the planned window moved in this version.
+    pub rescheduled: Option<Rescheduled>,
+    /// The ITSM's time of this version (`sys_updated_on`).
+    pub at: DateTime<Utc>,
+    /// When csmd stored it.
+    pub recorded_at: DateTime<Utc>,
+}
+
+impl Change {
+    pub fn planned_window(&self) -> PlannedWindow {
+        PlannedWindow {
+            start: self.planned_start,
+            end: self.planned_end,
+        }
+    }
+}

@@ -5,6 +5,7 @@ mod event;
 mod ids;
 pub mod itsm;
 pub mod outbox;
+pub mod sip;
 
-pub use event::{AlertEvent, AlertStatus, Event, JournalEntry};
+pub use event::{AlertEvent, AlertStatus, Event, FeedbackEvent, FeedbackKind, JournalEntry};
 pub use ids::{ConnectorName, CustomerId, IdError};

@@ -103,7 +103,9 @@ pub struct Draft {
     /// The idempotency key (see [`OutboxMessage::key`]).
     pub key: String,
     pub kind: MessageKind,
-    pub customer: CustomerId,
+    /// The customer it is for; none for the provider's own staff (the SIP
+    /// digest).
+    pub customer: Option<CustomerId>,
     /// The recipient, as `Name <address>`.
     pub to: String,
     pub subject: String,
@@ -118,7 +120,10 @@ impl Draft {
     pub fn queue(self, domain: &str, now: DateTime<Utc>) -> OutboxMessage {
         let id = message_id_for(&self.key);
         OutboxMessage {
-            message_id: format!("<{id}.{}@{domain}>", self.customer),
+            message_id: match &self.customer {
+                Some(customer) => format!("<{id}.{customer}@{domain}>"),
+                None => format!("<{id}@{domain}>"),
+            },
             id,
             key: self.key,
             kind: self.kind,
@@ -148,7 +153,9 @@ pub struct OutboxMessage {
     /// idempotency key. Queuing a key that exists changes nothing.
     pub key: String,
     pub kind: MessageKind,
-    pub customer: CustomerId,
+    /// The customer it is for; none for the provider's own staff.
+    #[serde(default)]
+    pub customer: Option<CustomerId>,
     /// The recipient, as `Name <address>`.
     pub to: String,
     pub subject: String,
@@ -167,4 +174,11 @@ pub struct OutboxMessage {
     pub created_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sent_at: Option<DateTime<Utc>>,
+}
+
+impl OutboxMessage {
+    /// The customer's id, or `-` for a message to the provider's staff.
+    pub fn customer_label(&self) -> &str {
+        self.customer.as_ref().map_or("-", CustomerId::as_str)
+    }
 }

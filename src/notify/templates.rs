@@ -25,6 +25,9 @@ const LAYOUT_HTML: &str = "layout.html";
 const MAINTENANCE_SUBJECT: &str = "maintenance.subject.txt";
 const MAINTENANCE_TEXT: &str = "maintenance.txt";
 const MAINTENANCE_HTML: &str = "maintenance.html";
+const SIP_DIGEST_SUBJECT: &str = "sip_digest.subject.txt";
+const SIP_DIGEST_TEXT: &str = "sip_digest.txt";
+const SIP_DIGEST_HTML: &str = "sip_digest.html";
 
 /// The default templates, by the file name an override must have.
 const EMBEDDED: &[(&str, &str)] = &[
@@ -43,6 +46,18 @@ const EMBEDDED: &[(&str, &str)] = &[
     (
         MAINTENANCE_HTML,
         include_str!("../../config/templates/maintenance.html"),
+    ),
+    (
+        SIP_DIGEST_SUBJECT,
+        include_str!("../../config/templates/sip_digest.subject.txt"),
+    ),
+    (
+        SIP_DIGEST_TEXT,
+        include_str!("../../config/templates/sip_digest.txt"),
+    ),
+    (
+        SIP_DIGEST_HTML,
+        include_str!("../../config/templates/sip_digest.html"),
     ),
 ];
 
@@ -239,12 +254,24 @@ impl Templates {
     }
 
     pub fn maintenance(&self, notice: &MaintenanceNotice) -> Result<Rendered, TemplateError> {
-        let ctx = maintenance_context(notice);
-        let subject = single_line(&self.render(MAINTENANCE_SUBJECT, &ctx)?);
+        let names = [MAINTENANCE_SUBJECT, MAINTENANCE_TEXT, MAINTENANCE_HTML];
+        self.message(names, maintenance_context(notice))
+    }
+
+    pub fn sip_digest(&self, digest: &SipDigest) -> Result<Rendered, TemplateError> {
+        let names = [SIP_DIGEST_SUBJECT, SIP_DIGEST_TEXT, SIP_DIGEST_HTML];
+        self.message(names, Value::from(minijinja::value::Serde(digest)))
+    }
+
+    /// Subject, text and HTML from their three templates; the subject is
+    /// made one line and given to the bodies.
+    fn message(&self, names: [&'static str; 3], ctx: Value) -> Result<Rendered, TemplateError> {
+        let [subject, text, html] = names;
+        let subject = single_line(&self.render(subject, &ctx)?);
         let ctx = context! { subject => &subject, ..ctx };
         Ok(Rendered {
-            text: self.render(MAINTENANCE_TEXT, &ctx)?,
-            html: self.render(MAINTENANCE_HTML, &ctx)?,
+            text: self.render(text, &ctx)?,
+            html: self.render(html, &ctx)?,
             subject,
         })
     }
@@ -259,8 +286,10 @@ impl Templates {
     /// Renders every kind of message from sample data, with and without
     /// the optional fields, and blames the file the first failure is in.
     fn trial_render(&self) -> Result<(), TemplateError> {
-        for notice in sample_notices() {
-            if let Err(TemplateError::Render { template, error }) = self.maintenance(&notice) {
+        let maintenance = sample_notices().into_iter().map(|n| self.maintenance(&n));
+        let digests = sample_digests().into_iter().map(|d| self.sip_digest(&d));
+        for rendered in maintenance.chain(digests) {
+            if let Err(TemplateError::Render { template, error }) = rendered {
                 let name = error.name().unwrap_or(template);
                 let file = self
                     .origins
@@ -337,6 +366,73 @@ fn outcome(close_code: Option<&str>) -> &'static str {
         "unsuccessful" => "unsuccessful",
         _ => "unknown",
     }
+}
+
+/// The digest of overdue SIP actions, for the CSM team.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SipDigest {
+    /// The day, `YYYY-MM-DD`, in the daemon's time zone.
+    pub date: String,
+    pub count: usize,
+    pub customers: Vec<DigestCustomer>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DigestCustomer {
+    pub id: String,
+    pub name: String,
+    pub actions: Vec<DigestAction>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DigestAction {
+    pub id: String,
+    pub title: String,
+    pub owner: Option<String>,
+    pub target_date: String,
+    pub days_overdue: i64,
+    pub status: String,
+    pub source: String,
+    /// What it is linked to: a problem and its task (`PRB…`, `PTASK…`),
+    /// a change, incidents.
+    pub problem: Option<String>,
+    pub problem_task: Option<String>,
+    pub change: Option<String>,
+    pub incidents: Vec<String>,
+}
+
+fn sample_digests() -> Vec<SipDigest> {
+    let action = DigestAction {
+        id: "SIP-1".into(),
+        title: "Sample action".into(),
+        owner: Some("Sample Owner".into()),
+        target_date: "2026-01-31".into(),
+        days_overdue: 3,
+        status: "in-progress".into(),
+        source: "rca".into(),
+        problem: Some("PRB0000001".into()),
+        problem_task: Some("PTASK0000001".into()),
+        change: Some("CHG0000001".into()),
+        incidents: vec!["INC0000001".into()],
+    };
+    let bare = DigestAction {
+        owner: None,
+        days_overdue: 1,
+        problem: None,
+        problem_task: None,
+        change: None,
+        incidents: Vec::new(),
+        ..action.clone()
+    };
+    vec![SipDigest {
+        date: "2026-02-03".into(),
+        count: 2,
+        customers: vec![DigestCustomer {
+            id: "sample".into(),
+            name: "Sample Customer".into(),
+            actions: vec![action, bare],
+        }],
+    }]
 }
 
 fn sample_notices() -> Vec<MaintenanceNotice> {

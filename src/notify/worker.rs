@@ -310,16 +310,16 @@ impl Worker {
                     self.metrics
                         .outbox_delivery_seconds
                         .observe(latency.as_secs_f64());
-                    tracing::info!(id = %message.id, kind = message.kind.as_str(), customer = %message.customer, attempts = message.attempts, "Message sent");
+                    tracing::info!(id = %message.id, kind = message.kind.as_str(), customer = message.customer_label(), attempts = message.attempts, "Message sent");
                 }
                 Err(SendError::Permanent(reason)) => {
-                    tracing::warn!(id = %message.id, customer = %message.customer, %reason, "Message refused for good");
+                    tracing::warn!(id = %message.id, customer = message.customer_label(), %reason, "Message refused for good");
                     message.status = MessageStatus::Dead;
                     message.last_error = Some(reason);
                 }
                 Err(SendError::Transient(reason)) => {
                     if give_up(&message, now, self.retry.give_up_after) {
-                        tracing::warn!(id = %message.id, customer = %message.customer, %reason, "Message given up");
+                        tracing::warn!(id = %message.id, customer = message.customer_label(), %reason, "Message given up");
                         message.status = MessageStatus::Dead;
                         message.last_error = Some(format!(
                             "gave up after {} attempts; last error: {reason}",

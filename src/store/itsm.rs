@@ -1,9 +1,20 @@
 //! ITSM records in the store: one tree per kind, keyed by the upstream's
 //! record id. Applying keeps the newest copy by its update time, so a
 //! replayed or out-of-order copy changes nothing.
+//!
+//! Change requests also get a history (`change_history`): one entry per
+//! stored version whose state or planned window differs from the copy it
+//! replaces. It holds the versions csmd received: polling reads only the
+//! version current at poll time, so states a change passed through between
+//! two polls are seen only when the ITSM pushes each update (webhook).
+
+use chrono::{DateTime, Utc};
 
 use super::{Store, StoreError};
-use crate::model::itsm::ItsmRecord;
+use crate::model::itsm::{Change, ChangeTransition, ItsmRecord, Rescheduled};
+
+/// The tree of change request histories.
+pub(super) const CHANGE_HISTORY: &str = "change_history";
 
 /// What applying a batch did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +43,7 @@ impl Store {
         records: impl IntoIterator<Item = &'a ItsmRecord>,
     ) -> Result<Applied, StoreError> {
         let mut trees: Vec<(&'static str, sled::Tree)> = Vec::new();
+        let mut history: Option<sled::Tree> = None;
         let mut applied = Applied::default();
         for record in records {
             let name = record.tree();
@@ -47,19 +59,37 @@ impl Store {
             // read later is the later one, so it wins too, unless it is the
             // very same record. A copy earlier in this batch is already in
             // the tree.
-            let newer = match tree.get(record.id().as_bytes())? {
-                Some(bytes) => {
-                    let stored: ItsmRecord =
-                        serde_json::from_slice(&bytes).map_err(|source| StoreError::Decode {
+            let stored: Option<ItsmRecord> =
+                match tree.get(record.id().as_bytes())? {
+                    Some(bytes) => Some(serde_json::from_slice(&bytes).map_err(|source| {
+                        StoreError::Decode {
                             tree: name,
                             key: record.id().to_string(),
                             source,
-                        })?;
-                    record.updated_at() >= stored.updated_at() && *record != stored
-                }
-                None => true,
-            };
+                        }
+                    })?),
+                    None => None,
+                };
+            let newer = stored.as_ref().is_none_or(|stored| {
+                record.updated_at() >= stored.updated_at() && record != stored
+            });
             if newer {
+                // The history entry goes first: if the record's write is
+                // lost, the replay finds the entry under the same key and
+                // writes only the record.
+                if let ItsmRecord::Change(change) = record {
+                    let previous = match &stored {
+                        Some(ItsmRecord::Change(previous)) => Some(previous),
+                        _ => None,
+                    };
+                    if let Some(transition) = change_transition(change, previous, Utc::now()) {
+                        let history = match &history {
+                            Some(tree) => tree,
+                            None => history.insert(self.db.open_tree(CHANGE_HISTORY)?),
+                        };
+                        record_transition(history, &transition)?;
+                    }
+                }
                 let bytes = serde_json::to_vec(record)
                     .map_err(|source| StoreError::Encode { tree: name, source })?;
                 tree.insert(record.id().as_bytes(), bytes)?;
@@ -69,6 +99,26 @@ impl Store {
             }
         }
         Ok(applied)
+    }
+
+    /// A change request's history, oldest first (by the ITSM's time of
+    /// each version).
+    pub fn change_history(&self, id: &str) -> Result<Vec<ChangeTransition>, StoreError> {
+        let tree = self.db.open_tree(CHANGE_HISTORY)?;
+        let mut prefix = id.as_bytes().to_vec();
+        prefix.push(0);
+        let mut out = Vec::new();
+        for item in tree.scan_prefix(&prefix) {
+            let (key, bytes) = item?;
+            out.push(
+                serde_json::from_slice(&bytes).map_err(|source| StoreError::Decode {
+                    tree: CHANGE_HISTORY,
+                    key: String::from_utf8_lossy(&key).into_owned(),
+                    source,
+                })?,
+            );
+        }
+        Ok(out)
     }
 
     /// One ITSM record by tree (`"incidents"`, …) and id.
@@ -133,3 +183,176 @@ impl Store {
 }
 
 const ENGINE_POSITION: &[u8] = b"engine_position";
+
+/// What `change` changed against the `previous` copy stored, if it moved
+/// to another state or another planned window.
+fn change_transition(
+    change: &Change,
+    previous: Option<&Change>,
+    now: DateTime<Utc>,
+) -> Option<ChangeTransition> {
+    let rescheduled = previous
+        .map(|p| Rescheduled {
+            before: p.planned_window(),
+            after: change.planned_window(),
+        })
+        .filter(|r| r.before != r.after);
+    let from = previous.map(|p| p.state);
+    if from == Some(change.state) && rescheduled.is_none() {
+        return None;
+    }
+    Some(ChangeTransition {
+        change: change.id.clone(),
+        number: change.number.clone(),
+        from,
+        to: change.state,
+        rescheduled,
+        at: change.updated_at,
+        recorded_at: now,
+    })
+}
+
+/// The key of a history entry: the change's id, then the version's time
+/// and its state code, each in an order-preserving big-endian encoding, so
+/// entries sort by change then time, and two versions stamped within the
+/// same second (the upstream's resolution) sort along the lifecycle, whose
+/// state codes ascend. The same version always gets the same key.
+fn history_key(transition: &ChangeTransition) -> Vec<u8> {
+    let sortable = |n: i64| ((n as u64) ^ (1 << 63)).to_be_bytes();
+    let mut key = Vec::with_capacity(transition.change.len() + 17);
+    key.extend_from_slice(transition.change.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&sortable(transition.at.timestamp_millis()));
+    key.extend_from_slice(&sortable(transition.to.code()));
+    key
+}
+
+/// Writes an entry unless its key is taken: the first time a version was
+/// applied is what it changed. A replay (after a crash, or of an equally
+/// stamped copy) compares against a later stored copy and would otherwise
+/// rewrite the entry with the wrong `from`.
+fn record_transition(tree: &sled::Tree, transition: &ChangeTransition) -> Result<(), StoreError> {
+    let bytes = serde_json::to_vec(transition).map_err(|source| StoreError::Encode {
+        tree: CHANGE_HISTORY,
+        source,
+    })?;
+    // Err(CompareAndSwapError) only says the key was taken.
+    let _ = tree.compare_and_swap(history_key(transition), None::<&[u8]>, Some(bytes))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone as _;
+
+    use super::*;
+    use crate::model::itsm::{ChangeState, PlannedWindow};
+
+    fn at(seconds: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_790_000_000 + seconds, 0).unwrap()
+    }
+
+    fn version(state: ChangeState, updated: i64, start: i64) -> ItsmRecord {
+        ItsmRecord::Change(Change {
+            id: "c1".into(),
+            number: "CHG0000001".into(),
+            state,
+            change_type: None,
+            short_description: None,
+            planned_start: Some(at(start)),
+            planned_end: Some(at(start + 3600)),
+            work_start: None,
+            work_end: None,
+            close_code: None,
+            ci: None,
+            billable: false,
+            customer_requested: false,
+            updated_at: at(updated),
+        })
+    }
+
+    fn steps(store: &Store) -> Vec<(Option<ChangeState>, ChangeState, DateTime<Utc>, bool)> {
+        store
+            .change_history("c1")
+            .unwrap()
+            .into_iter()
+            .map(|t| (t.from, t.to, t.at, t.rescheduled.is_some()))
+            .collect()
+    }
+
+    #[test]
+    fn each_new_state_or_window_is_recorded_once_in_the_itsms_order() {
+        use ChangeState::*;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .apply_itsm(&[version(New, 10, 1000), version(Scheduled, 20, 1000)])
+            .unwrap();
+        // Another field changed: stored, but no transition.
+        let mut described = version(Scheduled, 30, 1000);
+        if let ItsmRecord::Change(c) = &mut described {
+            c.short_description = Some("reworded".into());
+        }
+        assert_eq!(store.apply_itsm(&[described]).unwrap().changed, 1);
+        // Rescheduled, then a replay and an older copy: nothing more.
+        store.apply_itsm(&[version(Scheduled, 40, 5000)]).unwrap();
+        let replay = store
+            .apply_itsm(&[version(Scheduled, 40, 5000), version(Implement, 15, 1000)])
+            .unwrap();
+        assert_eq!(replay.changed, 0);
+        // Two versions within the same second keep the lifecycle's order.
+        store
+            .apply_itsm(&[version(Implement, 50, 5000), version(Review, 50, 5000)])
+            .unwrap();
+        assert_eq!(
+            steps(&store),
+            [
+                (None, New, at(10), false),
+                (Some(New), Scheduled, at(20), false),
+                (Some(Scheduled), Scheduled, at(40), true),
+                (Some(Scheduled), Implement, at(50), false),
+                (Some(Implement), Review, at(50), false),
+            ]
+        );
+        let moved = store.change_history("c1").unwrap()[2].rescheduled.unwrap();
+        assert_eq!(
+            (moved.before, moved.after),
+            (
+                PlannedWindow {
+                    start: Some(at(1000)),
+                    end: Some(at(4600))
+                },
+                PlannedWindow {
+                    start: Some(at(5000)),
+                    end: Some(at(8600))
+                }
+            )
+        );
+        assert!(
+            store.change_history("c").unwrap().is_empty(),
+            "by id, not prefix"
+        );
+    }
+
+    #[test]
+    fn a_replay_after_a_crash_between_history_and_record_keeps_the_first_entry() {
+        use ChangeState::*;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.apply_itsm(&[version(New, 10, 1000)]).unwrap();
+        // The entry of the Scheduled version was written, its record not.
+        let ItsmRecord::Change(scheduled) = version(Scheduled, 20, 1000) else {
+            unreachable!()
+        };
+        let ItsmRecord::Change(new) = version(New, 10, 1000) else {
+            unreachable!()
+        };
+        let tree = store.db.open_tree(CHANGE_HISTORY).unwrap();
+        let entry = change_transition(&scheduled, Some(&new), at(21)).unwrap();
+        record_transition(&tree, &entry).unwrap();
+        store.apply_itsm(&[version(Scheduled, 20, 1000)]).unwrap();
+        let history = store.change_history("c1").unwrap();
+        assert_eq!(history.len(), 2);
+        assert_eq!(history[1], entry, "written once, not rewritten");
+    }
+}

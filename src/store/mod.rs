@@ -1,10 +1,12 @@
 //! The store: the only code that touches sled. It owns the trees and their
-//! key encodings, checks the schema version at open, and hands out the
-//! ingest [`journal`].
+//! key encodings, checks the schema version at open, hands out the ingest
+//! [`journal`], and reads and writes the format-independent [`dump`].
 
+pub mod dump;
 mod itsm;
 pub mod journal;
 pub mod outbox;
+mod sip;
 mod typed;
 mod writes;
 
@@ -14,6 +16,7 @@ use crate::config::Customer;
 use crate::model::itsm::RECORD_TREES;
 use crate::model::{CustomerId, JournalEntry};
 pub use itsm::Applied;
+pub use sip::SipError;
 pub use typed::TypedTree;
 
 /// Bumped whenever a tree's key or value encoding changes incompatibly.
@@ -35,6 +38,7 @@ const TREE_NAMES: &[&str] = &[
     "integrity",
     "outbox",
     "itsm_writes",
+    itsm::CHANGE_HISTORY,
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -45,7 +49,8 @@ pub enum StoreError {
     Locked { path: PathBuf },
     #[error(
         "the store in {path} has schema version {found}, this csmd reads version {expected}; \
-         migrate it with `csmd store export` from the matching csmd and `csmd store import`"
+         run the csmd that wrote it, or `csmd store export` it, move it aside and \
+         `csmd store import` the dump (import converts the older versions it knows)"
     )]
     Schema {
         path: PathBuf,
@@ -78,29 +83,14 @@ pub struct Store {
     journal: TypedTree<JournalEntry>,
     meta: sled::Tree,
     outbox: sled::Tree,
+    sip: sip::SipTree,
 }
 
 impl Store {
     /// Opens (or creates) the store in `dir` and checks its schema version.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         let path = dir.to_path_buf();
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(16 * 1024 * 1024)
-            .flush_every_ms(Some(1000))
-            .open()
-            .map_err(|source| match &source {
-                sled::Error::Io(e)
-                    if e.kind() == std::io::ErrorKind::WouldBlock
-                        || e.to_string().contains("lock") =>
-                {
-                    StoreError::Locked { path: path.clone() }
-                }
-                _ => StoreError::Open {
-                    path: path.clone(),
-                    source,
-                },
-            })?;
+        let db = open_db(dir)?;
         let mut trees = Vec::new();
         for name in TREE_NAMES.iter().chain(RECORD_TREES) {
             trees.push(db.open_tree(name)?);
@@ -111,6 +101,7 @@ impl Store {
             journal: TypedTree::new("journal", db.open_tree("journal")?),
             meta: db.open_tree("meta")?,
             outbox: db.open_tree(outbox::TREE)?,
+            sip: sip::SipTree::new(db.open_tree(sip::TREE)?),
             db,
             path,
         })
@@ -229,6 +220,30 @@ impl Store {
             None => None,
         })
     }
+}
+
+/// Opens (or creates) the sled database in `dir` with the settings every
+/// csmd process uses; a database another process holds is
+/// [`StoreError::Locked`].
+fn open_db(dir: &Path) -> Result<sled::Db, StoreError> {
+    sled::Config::new()
+        .path(dir)
+        .cache_capacity(16 * 1024 * 1024)
+        .flush_every_ms(Some(1000))
+        .open()
+        .map_err(|source| match &source {
+            sled::Error::Io(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("lock") =>
+            {
+                StoreError::Locked {
+                    path: dir.to_path_buf(),
+                }
+            }
+            _ => StoreError::Open {
+                path: dir.to_path_buf(),
+                source,
+            },
+        })
 }
 
 fn check_schema(db: &sled::Db, meta: &sled::Tree, path: &Path) -> Result<(), StoreError> {

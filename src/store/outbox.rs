@@ -247,7 +247,7 @@ impl Store {
                 || filter
                     .customer
                     .as_deref()
-                    .is_some_and(|c| c != message.customer.as_str())
+                    .is_some_and(|c| message.customer.as_ref().is_none_or(|m| m.as_str() != c))
             {
                 continue;
             }
@@ -327,7 +327,7 @@ mod tests {
             id: message_id_for(key),
             key: key.into(),
             kind: MessageKind::MaintenanceNotice,
-            customer: "acme".parse().unwrap(),
+            customer: Some("acme".parse().unwrap()),
             to: "ops@acme.example".into(),
             subject: "Planned maintenance".into(),
             text: "text".into(),

@@ -485,6 +485,15 @@ impl TestApp {
         self.running.as_ref().expect("running")
     }
 
+    /// Stops the daemon and starts it again on the same configuration and
+    /// store.
+    pub async fn restart(mut self) -> TestApp {
+        if let Some(running) = self.running.take() {
+            running.stop().await;
+        }
+        TestApp::start(self.config).await
+    }
+
     pub async fn stop(mut self) {
         if let Some(running) = self.running.take() {
             running.stop().await;

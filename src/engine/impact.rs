@@ -1,0 +1,157 @@
+//! Impact: who uses what. The ITSM's CIs (for their names), the CIs each
+//! change request touches (its main CI and its `task_ci` rows), and the CIs
+//! and services each customer uses, from the customer files' `install_base`
+//! and the ITSM's install base through the customer's account. Read once
+//! from the store, then asked per change.
+
+use std::collections::{BTreeSet, HashMap};
+
+use serde::Serialize;
+
+use crate::config::Customer;
+use crate::model::CustomerId;
+use crate::model::itsm::{Account, Change, ItsmRecord};
+use crate::store::{Store, StoreError};
+
+/// Who uses what, resolved to names.
+pub struct Impact {
+    /// CI sys_id → name.
+    ci_names: HashMap<String, String>,
+    /// Change sys_id → affected CI sys_ids (task_ci).
+    change_cis: HashMap<String, BTreeSet<String>>,
+    /// Customer id → (CI id or name, service through it).
+    usage: HashMap<String, Vec<(String, Option<String>)>>,
+}
+
+/// One customer a change reaches, and through what.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AffectedCustomer {
+    pub id: CustomerId,
+    pub name: String,
+    /// The customer's CIs among the change's, by name where known.
+    pub cis: BTreeSet<String>,
+    /// The services the customer uses through them.
+    pub services: BTreeSet<String>,
+}
+
+impl Impact {
+    /// Reads the CIs, task_ci rows, accounts and install base from the
+    /// store, and the install base of each of `customers`.
+    pub fn load(store: &Store, customers: &[Customer]) -> Result<Impact, StoreError> {
+        let mut ci_names = HashMap::new();
+        for record in store.itsm_records("cis")? {
+            if let ItsmRecord::Ci(ci) = record {
+                ci_names.insert(ci.id, ci.name);
+            }
+        }
+        let mut change_cis: HashMap<String, BTreeSet<String>> = HashMap::new();
+        for record in store.itsm_records("change_cis")? {
+            if let ItsmRecord::ChangeCi(row) = record {
+                change_cis.entry(row.change).or_default().insert(row.ci);
+            }
+        }
+        let mut account_numbers = HashMap::new();
+        for record in store.itsm_records("accounts")? {
+            if let ItsmRecord::Account(Account {
+                id,
+                number: Some(number),
+                ..
+            }) = record
+            {
+                account_numbers.insert(id, number);
+            }
+        }
+        let mut usage: HashMap<String, Vec<(String, Option<String>)>> = HashMap::new();
+        for customer in customers {
+            let entries = usage.entry(customer.id.to_string()).or_default();
+            for entry in &customer.install_base {
+                if let Some(ci) = &entry.ci {
+                    entries.push((ci.clone(), entry.service.clone()));
+                }
+            }
+        }
+        for record in store.itsm_records("install_base")? {
+            let ItsmRecord::InstallBaseItem(item) = record else {
+                continue;
+            };
+            let retired = item.uninstall_date.is_some()
+                || item.state.as_deref().is_some_and(|s| s != "installed");
+            let (Some(account), Some(ci), false) = (item.account, item.ci, retired) else {
+                continue;
+            };
+            let Some(number) = account_numbers.get(&account) else {
+                continue;
+            };
+            let service = item.service.map(|s| ci_names.get(&s).cloned().unwrap_or(s));
+            for customer in customers {
+                if customer.itsm_account.as_deref() == Some(number.as_str()) {
+                    usage
+                        .entry(customer.id.to_string())
+                        .or_default()
+                        .push((ci.clone(), service.clone()));
+                }
+            }
+        }
+        Ok(Impact {
+            ci_names,
+            change_cis,
+            usage,
+        })
+    }
+
+    /// A CI's name, when the ITSM's CMDB was read.
+    pub fn ci_name(&self, id: &str) -> Option<&str> {
+        self.ci_names.get(id).map(String::as_str)
+    }
+
+    /// The CIs (sys_ids) a change touches: its task_ci rows and its main CI.
+    pub fn change_cis(&self, change: &Change) -> BTreeSet<String> {
+        let mut cis: BTreeSet<String> =
+            self.change_cis.get(&change.id).cloned().unwrap_or_default();
+        cis.extend(change.ci.clone());
+        cis
+    }
+
+    /// The customer's CIs (by name where known) and services among `cis`;
+    /// a customer's CI matches by sys_id or by name.
+    pub fn hits(
+        &self,
+        cis: &BTreeSet<String>,
+        customer: &CustomerId,
+    ) -> (BTreeSet<String>, BTreeSet<String>) {
+        let mut hit_cis = BTreeSet::new();
+        let mut services = BTreeSet::new();
+        for (used, service) in self.usage.get(customer.as_str()).into_iter().flatten() {
+            let hit = cis
+                .iter()
+                .any(|ci| ci == used || self.ci_names.get(ci).is_some_and(|name| name == used));
+            if hit {
+                hit_cis.insert(self.ci_names.get(used).cloned().unwrap_or(used.clone()));
+                services.extend(service.clone());
+            }
+        }
+        (hit_cis, services)
+    }
+
+    /// The customers `change` reaches through any of its CIs, in the order
+    /// of `customers`.
+    pub fn affected_customers(
+        &self,
+        change: &Change,
+        customers: &[Customer],
+    ) -> Vec<AffectedCustomer> {
+        let cis = self.change_cis(change);
+        customers
+            .iter()
+            .filter_map(|customer| {
+                let (cis, services) = self.hits(&cis, &customer.id);
+                (!cis.is_empty()).then(|| AffectedCustomer {
+                    id: customer.id.clone(),
+                    name: customer.name.clone(),
+                    cis,
+                    services,
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,923 @@
+//! `csmd store export` and `import`: the whole store as JSON Lines, one
+//! record per line, independent of sled's on-disk format, so that a store
+//! can be backed up, inspected, and moved to another csmd (or off sled).
+//!
+//! Line 1 is a header; then one line per key of every tree, trees and keys
+//! in byte order; then a trailer with the record count, so that a truncated
+//! dump is refused rather than half imported:
+//!
+//! ```text
+//! {"csmd_dump":1,"schema_version":2,"csmd_version":"0.1.0","created_at":"2026-01-05T09:00:00Z"}
+//! {"tree":"customers","key":"acme","value":{"id":"acme","name":"ACME Logistics SAS"}}
+//! {"tree":"journal","key_hex":"650000000000000001","value":{"seq":1}}
+//! {"tree":"meta","key":"schema_version","value_b64":"AAAAAg=="}
+//! {"end":true,"records":3}
+//! ```
+//!
+//! A key is text unless it is not UTF-8 or holds a control character
+//! (`key_hex`). A value is inline JSON when it parses as JSON, which every
+//! csmd record does (`value_b64` otherwise); import re-encodes it, so key
+//! order inside a value may change, and nothing that decodes it cares.
+//!
+//! Import fills a staging directory beside the store and renames it into
+//! place only once the whole dump has been read and checked: a malformed,
+//! truncated or interrupted import leaves no half-filled store that the
+//! daemon would start on.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::{SCHEMA_KEY, SCHEMA_VERSION, StoreError, open_db};
+
+/// The version of the dump format itself: header, record and trailer lines.
+pub const FORMAT_VERSION: u64 = 1;
+
+/// Records written to one tree per sled batch on import.
+const BATCH_RECORDS: usize = 10_000;
+
+/// One step of the schema: rewrites a record of a dump at schema version N
+/// into version N + 1, or drops it (`None`). The message of an error is
+/// reported at the record's line.
+type Migration = fn(Record) -> Result<Option<Record>, String>;
+
+/// `MIGRATIONS[i]` upgrades a dump at schema `OLDEST_IMPORTABLE + i`.
+/// Empty: version 2 is the first schema that was ever exported.
+const MIGRATIONS: &[Migration] = &[];
+
+/// The oldest schema version whose dumps this csmd imports.
+const OLDEST_IMPORTABLE: u32 = SCHEMA_VERSION - MIGRATIONS.len() as u32;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DumpError {
+    #[error("there is no store at {path} (csmd creates it when it first starts)")]
+    NoStore { path: PathBuf },
+    #[error("{path} is not a csmd store: it has no schema version")]
+    NotAStore { path: PathBuf },
+    #[error(
+        "the store in {path} already holds data, and import only fills an empty store: \
+         move {path} aside (keep it until the imported store is checked) and import again"
+    )]
+    NotEmpty { path: PathBuf },
+    #[error("tree {name:?} of the store has a name that is not UTF-8")]
+    TreeName { name: String },
+    /// The dump is not a complete, valid csmd dump; `line` is 1-based.
+    #[error("{source_name}:{line}: {message}")]
+    Line {
+        source_name: String,
+        line: u64,
+        message: String,
+    },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sled::Error> for DumpError {
+    fn from(e: sled::Error) -> Self {
+        DumpError::Store(StoreError::Io(e))
+    }
+}
+
+/// What an export wrote or an import read.
+#[derive(Debug, Default)]
+pub struct Summary {
+    /// The dump's schema version.
+    pub schema_version: u32,
+    /// Records per tree; trees without records are left out.
+    pub records: BTreeMap<String, u64>,
+}
+
+impl Summary {
+    pub fn total(&self) -> u64 {
+        self.records.values().sum()
+    }
+}
+
+/// One key/value pair of one tree, as sled holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub tree: String,
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+}
+
+/// A store opened for export. It takes sled's lock, so it fails while the
+/// daemon runs; it creates no store and changes no record.
+pub struct StoreExport {
+    db: ExistingDb,
+    schema_version: u32,
+}
+
+impl StoreExport {
+    pub fn open(dir: &Path) -> Result<StoreExport, DumpError> {
+        if !holds_files(dir)? {
+            return Err(DumpError::NoStore {
+                path: dir.to_path_buf(),
+            });
+        }
+        let db = ExistingDb::open(dir)?;
+        let schema_version = stored_schema_version(&db)?.ok_or_else(|| DumpError::NotAStore {
+            path: dir.to_path_buf(),
+        })?;
+        Ok(StoreExport { db, schema_version })
+    }
+
+    /// Writes the dump, streaming one tree at a time, and flushes `out`.
+    pub fn write(&self, mut out: impl Write) -> Result<Summary, DumpError> {
+        let io = |source| DumpError::Io {
+            context: "cannot write the dump".into(),
+            source,
+        };
+        let header = Header {
+            csmd_dump: FORMAT_VERSION,
+            schema_version: self.schema_version,
+            csmd_version: env!("CARGO_PKG_VERSION"),
+            created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        };
+        write_line(&mut out, &header).map_err(io)?;
+        let mut summary = Summary {
+            schema_version: self.schema_version,
+            records: BTreeMap::new(),
+        };
+        let mut names = self.db.tree_names();
+        names.sort();
+        for name in names {
+            let tree_name = std::str::from_utf8(&name).map_err(|_| DumpError::TreeName {
+                name: String::from_utf8_lossy(&name).into_owned(),
+            })?;
+            let mut count = 0;
+            for item in self.db.open_tree(&name)?.iter() {
+                let (key, value) = item?;
+                write_line(&mut out, &record_line(tree_name, &key, &value)).map_err(io)?;
+                count += 1;
+            }
+            if count > 0 {
+                summary.records.insert(tree_name.to_owned(), count);
+            }
+        }
+        let trailer = Trailer {
+            end: true,
+            records: summary.total(),
+        };
+        write_line(&mut out, &trailer).map_err(io)?;
+        out.flush().map_err(io)?;
+        Ok(summary)
+    }
+}
+
+/// Imports a dump into the store in `dir`, which must be missing or empty.
+/// `source_name` names the input in errors (`dump.jsonl:17: …`). Either
+/// the whole dump ends up in the store, or nothing does.
+pub fn import(dir: &Path, input: impl BufRead, source_name: &str) -> Result<Summary, DumpError> {
+    ensure_empty(dir)?;
+    let staging = staging_dir(dir);
+    remove_staging(&staging)?;
+    let result = fill(&staging, input, source_name).and_then(|summary| {
+        replace(dir, &staging)?;
+        Ok(summary)
+    });
+    if result.is_err() {
+        // Whatever was read so far must not be taken for a store.
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    result
+}
+
+/// Reads the whole dump into a new store in `staging`.
+fn fill(staging: &Path, input: impl BufRead, source_name: &str) -> Result<Summary, DumpError> {
+    let db = open_db(staging)?;
+    let mut reader = DumpReader::new(input, source_name);
+    let schema_version = reader.header()?;
+    let migrations = migrations_from(schema_version).map_err(|m| reader.error_at(1, m))?;
+    let mut pending: HashMap<String, PendingTree> = HashMap::new();
+    let mut summary = Summary {
+        schema_version,
+        records: BTreeMap::new(),
+    };
+    while let Some(record) = reader.next_record()? {
+        let mut record = Some(record);
+        for migrate in migrations {
+            record = match record {
+                Some(r) => migrate(r).map_err(|m| reader.error(m))?,
+                None => break,
+            };
+        }
+        let Some(record) = record else { continue };
+        *summary.records.entry(record.tree.clone()).or_default() += 1;
+        let tree = match pending.get_mut(&record.tree) {
+            Some(tree) => tree,
+            None => pending
+                .entry(record.tree.clone())
+                .or_insert(PendingTree::new(db.open_tree(&record.tree)?)),
+        };
+        tree.batch.insert(record.key, record.value);
+        tree.len += 1;
+        if tree.len >= BATCH_RECORDS {
+            tree.apply()?;
+        }
+    }
+    for tree in pending.values_mut() {
+        tree.apply()?;
+    }
+    // Whatever schema the dump was written at, the store is now the current one.
+    db.open_tree("meta")?
+        .insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
+    db.flush()?;
+    Ok(summary)
+}
+
+struct PendingTree {
+    tree: sled::Tree,
+    batch: sled::Batch,
+    len: usize,
+}
+
+impl PendingTree {
+    fn new(tree: sled::Tree) -> PendingTree {
+        PendingTree {
+            tree,
+            batch: sled::Batch::default(),
+            len: 0,
+        }
+    }
+
+    fn apply(&mut self) -> Result<(), DumpError> {
+        self.tree.apply_batch(std::mem::take(&mut self.batch))?;
+        self.len = 0;
+        Ok(())
+    }
+}
+
+/// The migration steps from a dump's schema version to the current one.
+fn migrations_from(version: u32) -> Result<&'static [Migration], String> {
+    if version > SCHEMA_VERSION {
+        return Err(format!(
+            "the dump has schema version {version}, newer than this csmd's {SCHEMA_VERSION}: \
+             import it with the csmd that exported it, or a newer one"
+        ));
+    }
+    if version < OLDEST_IMPORTABLE {
+        let reads = if OLDEST_IMPORTABLE == SCHEMA_VERSION {
+            format!("{SCHEMA_VERSION}")
+        } else {
+            format!("{OLDEST_IMPORTABLE} to {SCHEMA_VERSION}")
+        };
+        return Err(format!(
+            "the dump has schema version {version}, and this csmd imports schema version \
+             {reads} only: there is no migration from version {version}"
+        ));
+    }
+    Ok(&MIGRATIONS[(version - OLDEST_IMPORTABLE) as usize..])
+}
+
+/// The staging directory of an import into `dir`: beside it, so that the
+/// final rename stays on one file system.
+fn staging_dir(dir: &Path) -> PathBuf {
+    let mut name = dir.file_name().unwrap_or_default().to_os_string();
+    name.push(".importing");
+    dir.with_file_name(name)
+}
+
+/// Removes what an interrupted import left, unless an import running now
+/// holds it (sled's lock says so).
+fn remove_staging(staging: &Path) -> Result<(), DumpError> {
+    if staging.exists() {
+        drop(open_db(staging)?);
+        std::fs::remove_dir_all(staging).map_err(|source| DumpError::Io {
+            context: format!("cannot remove {}", staging.display()),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// Moves the filled staging store to `dir`, where the empty store (if any)
+/// is checked once more: the daemon may have been started meanwhile.
+fn replace(dir: &Path, staging: &Path) -> Result<(), DumpError> {
+    ensure_empty(dir)?;
+    let io = |what: &str, source| DumpError::Io {
+        context: format!("cannot {what}"),
+        source,
+    };
+    #[cfg(unix)]
+    if let Some(parent) = dir.parent() {
+        adopt_owner(staging, parent)?;
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(dir)
+            .map_err(|e| io(&format!("remove the empty store {}", dir.display()), e))?;
+    }
+    std::fs::rename(staging, dir).map_err(|e| {
+        io(
+            &format!("rename {} to {}", staging.display(), dir.display()),
+            e,
+        )
+    })?;
+    // The rename is durable once the parent directory is.
+    if let Some(parent) = dir.parent() {
+        std::fs::File::open(parent)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io(&format!("sync {}", parent.display()), e))?;
+    }
+    Ok(())
+}
+
+/// Gives every file under `store` the owner of `reference` (the data
+/// directory, or the store itself), so that csmd run as root leaves a store
+/// the service user can open (under systemd's `DynamicUser=`, the state
+/// directory's owner).
+#[cfg(unix)]
+fn adopt_owner(store: &Path, reference: &Path) -> Result<(), DumpError> {
+    use std::os::unix::fs::MetadataExt;
+    let io = |path: &Path, source| DumpError::Io {
+        context: format!(
+            "cannot give {} the owner of {}",
+            path.display(),
+            reference.display()
+        ),
+        source,
+    };
+    let owner = std::fs::metadata(reference).map_err(|e| io(reference, e))?;
+    let mut pending = vec![store.to_path_buf()];
+    while let Some(path) = pending.pop() {
+        let meta = std::fs::symlink_metadata(&path).map_err(|e| io(&path, e))?;
+        // The group alone is left as it is: a user importing into their own
+        // directory may not own its group, and needs no change anyway.
+        if meta.uid() != owner.uid() {
+            std::os::unix::fs::lchown(&path, Some(owner.uid()), Some(owner.gid()))
+                .map_err(|e| io(&path, e))?;
+        }
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(&path).map_err(|e| io(&path, e))? {
+                pending.push(entry.map_err(|e| io(&path, e))?.path());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Fails unless the store in `dir` is missing or holds nothing but its
+/// schema version. Fails too while the daemon holds the store.
+fn ensure_empty(dir: &Path) -> Result<(), DumpError> {
+    if !holds_files(dir)? {
+        return Ok(());
+    }
+    let db = ExistingDb::open(dir)?;
+    for name in db.tree_names() {
+        let is_meta = name.as_ref() == b"meta";
+        for key in db.open_tree(&name)?.iter().keys() {
+            let key = key?;
+            if !(is_meta && key.as_ref() == SCHEMA_KEY) {
+                return Err(DumpError::NotEmpty {
+                    path: dir.to_path_buf(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A store that was there before this process opened it, typically the
+/// daemon's, opened by an operator as root. sled may write a snapshot file
+/// while it is open; on drop, once sled has closed it, every file gets the
+/// store's owner back, so that the daemon can still open its store.
+struct ExistingDb {
+    db: Option<sled::Db>,
+    dir: PathBuf,
+}
+
+impl ExistingDb {
+    fn open(dir: &Path) -> Result<ExistingDb, DumpError> {
+        Ok(ExistingDb {
+            db: Some(open_db(dir)?),
+            dir: dir.to_path_buf(),
+        })
+    }
+}
+
+impl std::ops::Deref for ExistingDb {
+    type Target = sled::Db;
+
+    fn deref(&self) -> &sled::Db {
+        self.db.as_ref().expect("open until dropped")
+    }
+}
+
+impl Drop for ExistingDb {
+    fn drop(&mut self) {
+        // Dropping the last handle joins sled's flusher and closes its files.
+        drop(self.db.take());
+        #[cfg(unix)]
+        if let Err(e) = adopt_owner(&self.dir, &self.dir) {
+            // Only the CLI opens an existing store this way, and it logs
+            // nowhere else; the daemon would fail to open the store later.
+            eprintln!("csmd: warning: {e}");
+        }
+    }
+}
+
+/// Whether `dir` exists and holds anything (a store sled has written).
+fn holds_files(dir: &Path) -> Result<bool, DumpError> {
+    match std::fs::read_dir(dir) {
+        Ok(mut entries) => Ok(entries.next().is_some()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(source) => Err(DumpError::Io {
+            context: format!("cannot read {}", dir.display()),
+            source,
+        }),
+    }
+}
+
+/// The schema version in the store's `meta` tree, without creating the
+/// tree when it is missing.
+fn stored_schema_version(db: &sled::Db) -> Result<Option<u32>, DumpError> {
+    if !db.tree_names().iter().any(|n| n.as_ref() == b"meta") {
+        return Ok(None);
+    }
+    Ok(db
+        .open_tree("meta")?
+        .get(SCHEMA_KEY)?
+        .and_then(|v| <[u8; 4]>::try_from(v.as_ref()).ok())
+        .map(u32::from_be_bytes))
+}
+
+#[derive(Serialize)]
+struct Header {
+    csmd_dump: u64,
+    schema_version: u32,
+    csmd_version: &'static str,
+    created_at: String,
+}
+
+#[derive(Serialize)]
+struct Trailer {
+    end: bool,
+    records: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct RecordLine<'a> {
+    tree: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_hex: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value_b64: Option<String>,
+}
+
+fn record_line<'a>(tree: &'a str, key: &'a [u8], value: &[u8]) -> RecordLine<'a> {
+    let text_key = std::str::from_utf8(key)
+        .ok()
+        .filter(|k| !k.chars().any(char::is_control));
+    let json_value = serde_json::from_slice::<Value>(value).ok();
+    RecordLine {
+        tree,
+        key: text_key,
+        key_hex: text_key.is_none().then(|| hex::encode(key)),
+        value_b64: json_value
+            .is_none()
+            .then(|| base64::engine::general_purpose::STANDARD.encode(value)),
+        value: json_value,
+    }
+}
+
+fn write_line(out: &mut impl Write, line: &impl Serialize) -> std::io::Result<()> {
+    serde_json::to_writer(&mut *out, line)?;
+    out.write_all(b"\n")
+}
+
+/// A line after the header.
+enum Line {
+    Record(Record),
+    End { records: u64 },
+}
+
+/// Decodes a line after the header; the error says what is wrong with it.
+fn parse_line(mut fields: Map<String, Value>) -> Result<Line, String> {
+    let line = if let Some(end) = fields.remove("end") {
+        if end != Value::Bool(true) {
+            return Err("`end` must be true".into());
+        }
+        let records = fields
+            .remove("records")
+            .ok_or("the trailer has no `records` count")?;
+        let records = records
+            .as_u64()
+            .ok_or("`records` must be a non-negative integer")?;
+        Line::End { records }
+    } else {
+        let tree = match fields.remove("tree") {
+            Some(Value::String(tree)) if !tree.is_empty() => tree,
+            Some(_) => return Err("`tree` must be a non-empty string".into()),
+            None => return Err("the record has no `tree`".into()),
+        };
+        let key = match (fields.remove("key"), fields.remove("key_hex")) {
+            (Some(Value::String(key)), None) => key.into_bytes(),
+            (None, Some(Value::String(hex))) => {
+                hex::decode(&hex).map_err(|e| format!("`key_hex` is not hexadecimal: {e}"))?
+            }
+            (Some(_), Some(_)) => return Err("the record has both `key` and `key_hex`".into()),
+            (None, None) => return Err("the record has no `key` or `key_hex`".into()),
+            _ => return Err("`key` and `key_hex` must be strings".into()),
+        };
+        let value = match (fields.remove("value"), fields.remove("value_b64")) {
+            (Some(value), None) => serde_json::to_vec(&value).map_err(|e| e.to_string())?,
+            (None, Some(Value::String(b64))) => base64::engine::general_purpose::STANDARD
+                .decode(&b64)
+                .map_err(|e| format!("`value_b64` is not base64: {e}"))?,
+            (Some(_), Some(_)) => {
+                return Err("the record has both `value` and `value_b64`".into());
+            }
+            (None, None) => return Err("the record has no `value` or `value_b64`".into()),
+            (None, Some(_)) => return Err("`value_b64` must be a string".into()),
+        };
+        Line::Record(Record { tree, key, value })
+    };
+    match fields.keys().next() {
+        Some(unknown) => Err(format!("unknown field `{unknown}`")),
+        None => Ok(line),
+    }
+}
+
+/// Reads a dump line by line, counting lines for errors and records for
+/// the trailer's check.
+struct DumpReader<R> {
+    input: R,
+    source_name: String,
+    line: u64,
+    records: u64,
+    buf: String,
+}
+
+impl<R: BufRead> DumpReader<R> {
+    fn new(input: R, source_name: &str) -> Self {
+        DumpReader {
+            input,
+            source_name: source_name.to_owned(),
+            line: 0,
+            records: 0,
+            buf: String::new(),
+        }
+    }
+
+    fn error_at(&self, line: u64, message: impl Into<String>) -> DumpError {
+        DumpError::Line {
+            source_name: self.source_name.clone(),
+            line,
+            message: message.into(),
+        }
+    }
+
+    /// An error at the line read last.
+    fn error(&self, message: impl Into<String>) -> DumpError {
+        self.error_at(self.line.max(1), message)
+    }
+
+    /// The next line as a JSON object; `None` at the end of the input.
+    fn next_object(&mut self) -> Result<Option<Map<String, Value>>, DumpError> {
+        self.buf.clear();
+        let read = self.input.read_line(&mut self.buf);
+        self.line += 1;
+        match read {
+            Ok(0) => {
+                self.line -= 1;
+                return Ok(None);
+            }
+            Ok(_) => {}
+            Err(e) => return Err(self.error(format!("cannot read: {e}"))),
+        }
+        let text = self.buf.strip_suffix('\n').unwrap_or(&self.buf);
+        let text = text.strip_suffix('\r').unwrap_or(text);
+        if text.is_empty() {
+            return Err(self.error("empty line"));
+        }
+        match serde_json::from_str::<Map<String, Value>>(text) {
+            Ok(fields) => Ok(Some(fields)),
+            Err(e) => {
+                // serde_json's position is within the line: keep the column.
+                let message = e.to_string();
+                let message = message
+                    .rsplit_once(" at line ")
+                    .map_or(message.as_str(), |(m, _)| m);
+                Err(self.error(format!(
+                    "not a JSON object (column {}): {message}",
+                    e.column()
+                )))
+            }
+        }
+    }
+
+    /// Reads the header line; returns the dump's schema version.
+    fn header(&mut self) -> Result<u32, DumpError> {
+        let Some(mut fields) = self.next_object()? else {
+            return Err(self.error_at(1, "the input is empty, not a csmd dump"));
+        };
+        let format = match fields.remove("csmd_dump") {
+            Some(v) => v.as_u64().ok_or_else(|| {
+                self.error("`csmd_dump` must be the dump format's version number")
+            })?,
+            None => {
+                return Err(self.error("not a csmd dump: the first line has no `csmd_dump` header"));
+            }
+        };
+        if format != FORMAT_VERSION {
+            return Err(self.error(format!(
+                "dump format {format} is not one this csmd reads (format {FORMAT_VERSION}); \
+                 import it with the csmd that exported it, or a newer one"
+            )));
+        }
+        fields
+            .remove("schema_version")
+            .and_then(|v| v.as_u64())
+            .and_then(|v| u32::try_from(v).ok())
+            .ok_or_else(|| self.error("the header has no valid `schema_version`"))
+    }
+
+    /// The next record; `None` after the trailer, once it is checked
+    /// against the records read and nothing follows it.
+    fn next_record(&mut self) -> Result<Option<Record>, DumpError> {
+        let Some(fields) = self.next_object()? else {
+            return Err(self.error(
+                "the dump ends here, without its trailer line (`{\"end\":true,…}`): \
+                 it is incomplete",
+            ));
+        };
+        match parse_line(fields).map_err(|m| self.error(m))? {
+            Line::Record(record) => {
+                self.records += 1;
+                Ok(Some(record))
+            }
+            Line::End { records } => {
+                if records != self.records {
+                    return Err(self.error(format!(
+                        "the trailer counts {records} records, the dump holds {}",
+                        self.records
+                    )));
+                }
+                if self.next_object()?.is_some() {
+                    return Err(self.error("a line after the trailer line"));
+                }
+                Ok(None)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(tree: &str, key: &[u8], value: &[u8]) -> (String, Record) {
+        let line = serde_json::to_string(&record_line(tree, key, value)).unwrap();
+        let fields = serde_json::from_str(&line).unwrap();
+        match parse_line(fields).unwrap() {
+            Line::Record(record) => (line, record),
+            Line::End { .. } => panic!("{line} read as a trailer"),
+        }
+    }
+
+    #[test]
+    fn text_keys_and_json_values_are_written_inline() {
+        let (line, record) = round_trip("customers", b"acme", br#"{"name":"ACME","id":"acme"}"#);
+        assert_eq!(
+            line,
+            r#"{"tree":"customers","key":"acme","value":{"id":"acme","name":"ACME"}}"#
+        );
+        assert_eq!(record.tree, "customers");
+        assert_eq!(record.key, b"acme");
+        // Re-encoded: the same JSON, not necessarily the same bytes.
+        let value: Value = serde_json::from_slice(&record.value).unwrap();
+        assert_eq!(value, serde_json::json!({ "id": "acme", "name": "ACME" }));
+    }
+
+    #[test]
+    fn binary_keys_and_values_are_hex_and_base64() {
+        let key = [b'e', 0, 0, 0, 0, 0, 0, 0, 7];
+        let value = 2u32.to_be_bytes();
+        let (line, record) = round_trip("journal", &key, &value);
+        assert_eq!(
+            line,
+            r#"{"tree":"journal","key_hex":"650000000000000007","value_b64":"AAAAAg=="}"#
+        );
+        assert_eq!(record.key, key);
+        assert_eq!(record.value, value);
+    }
+
+    #[test]
+    fn a_utf8_key_with_a_control_character_is_hex() {
+        let key = b"delivery\0monitoring\0abc";
+        let (line, record) = round_trip("journal", key, b"null");
+        assert!(line.contains(r#""key_hex":"#), "{line}");
+        assert!(line.contains(r#""value":null"#), "{line}");
+        assert_eq!(record.key, key);
+        assert_eq!(record.value, b"null");
+    }
+
+    #[test]
+    fn malformed_records_say_what_is_wrong() {
+        let cases = [
+            (r#"{"key":"a","value":1}"#, "no `tree`"),
+            (r#"{"tree":"t","value":1}"#, "no `key` or `key_hex`"),
+            (
+                r#"{"tree":"t","key":"a","key_hex":"61","value":1}"#,
+                "both `key`",
+            ),
+            (
+                r#"{"tree":"t","key_hex":"zz","value":1}"#,
+                "not hexadecimal",
+            ),
+            (r#"{"tree":"t","key":"a"}"#, "no `value` or `value_b64`"),
+            (r#"{"tree":"t","key":"a","value_b64":"***"}"#, "not base64"),
+            (
+                r#"{"tree":"t","key":"a","value":1,"extra":2}"#,
+                "unknown field `extra`",
+            ),
+            (r#"{"end":false,"records":1}"#, "`end` must be true"),
+            (r#"{"end":true}"#, "no `records`"),
+        ];
+        for (line, expected) in cases {
+            let fields = serde_json::from_str(line).unwrap();
+            match parse_line(fields) {
+                Err(message) => assert!(message.contains(expected), "{line}: {message}"),
+                Ok(_) => panic!("{line} was accepted"),
+            }
+        }
+    }
+
+    fn store_with(dir: &Path, records: &[(&str, &[u8], &[u8])]) {
+        let db = open_db(dir).unwrap();
+        db.open_tree("meta")
+            .unwrap()
+            .insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())
+            .unwrap();
+        for (tree, key, value) in records {
+            db.open_tree(tree).unwrap().insert(key, *value).unwrap();
+        }
+        db.flush().unwrap();
+    }
+
+    fn export(dir: &Path) -> String {
+        let mut out = Vec::new();
+        StoreExport::open(dir).unwrap().write(&mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    fn records_of(dump: &str) -> Vec<&str> {
+        dump.lines().skip(1).collect()
+    }
+
+    #[test]
+    fn every_tree_survives_export_and_import_unchanged() {
+        let temp = tempfile::tempdir().unwrap();
+        let (source, target) = (temp.path().join("a"), temp.path().join("b"));
+        store_with(
+            &source,
+            &[
+                ("customers", b"acme", br#"{"id":"acme"}"#),
+                ("journal", &[b'e', 0, 0, 0, 0, 0, 0, 0, 1], br#"{"seq":1}"#),
+                ("a_tree_csmd_adds_later", b"\xff\x00", b"\x00\x01binary"),
+            ],
+        );
+        let dump = export(&source);
+        assert!(
+            dump.starts_with(r#"{"csmd_dump":1,"schema_version":"#),
+            "{dump}"
+        );
+        assert!(dump.ends_with("{\"end\":true,\"records\":4}\n"), "{dump}");
+
+        let summary = import(&target, dump.as_bytes(), "dump.jsonl").unwrap();
+        assert_eq!(summary.total(), 4);
+        assert_eq!(summary.records["a_tree_csmd_adds_later"], 1);
+        assert!(!staging_dir(&target).exists());
+        assert_eq!(records_of(&export(&target)), records_of(&dump));
+    }
+
+    #[test]
+    fn an_empty_store_is_replaced_and_one_with_data_is_kept() {
+        let temp = tempfile::tempdir().unwrap();
+        let (source, target) = (temp.path().join("a"), temp.path().join("b"));
+        store_with(
+            &source,
+            &[("sip", b"action-1", br#"{"title":"Call back"}"#)],
+        );
+        let dump = export(&source);
+
+        // A store csmd opened once and nothing else: only its schema version.
+        store_with(&target, &[]);
+        import(&target, dump.as_bytes(), "dump.jsonl").unwrap();
+        assert_eq!(records_of(&export(&target)), records_of(&dump));
+
+        let error = import(&target, dump.as_bytes(), "dump.jsonl").unwrap_err();
+        assert!(matches!(error, DumpError::NotEmpty { .. }), "{error}");
+        assert_eq!(records_of(&export(&target)), records_of(&dump));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn an_import_run_as_root_leaves_a_store_the_data_dirs_owner_can_open() {
+        use std::os::unix::fs::MetadataExt;
+        let temp = tempfile::tempdir().unwrap();
+        if std::fs::metadata(temp.path()).unwrap().uid() != 0 {
+            eprintln!("skipped: only root can give files away");
+            return;
+        }
+        let (source, data) = (temp.path().join("a"), temp.path().join("data"));
+        store_with(
+            &source,
+            &[("sip", b"action-1", br#"{"title":"Call back"}"#)],
+        );
+        std::fs::create_dir(&data).unwrap();
+        std::os::unix::fs::chown(&data, Some(64_123), Some(64_124)).unwrap();
+
+        import(
+            &data.join("store"),
+            export(&source).as_bytes(),
+            "dump.jsonl",
+        )
+        .unwrap();
+        let mut pending = vec![data.join("store")];
+        let mut checked = 0;
+        while let Some(path) = pending.pop() {
+            let meta = std::fs::metadata(&path).unwrap();
+            assert_eq!(
+                (meta.uid(), meta.gid()),
+                (64_123, 64_124),
+                "{}",
+                path.display()
+            );
+            if meta.is_dir() {
+                pending.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+            }
+            checked += 1;
+        }
+        assert!(checked > 2, "only {checked} files in the store");
+    }
+
+    #[cfg(unix)]
+    fn owners_under(dir: &Path) -> Vec<(PathBuf, u32)> {
+        use std::os::unix::fs::MetadataExt;
+        let mut owners = Vec::new();
+        let mut pending = vec![dir.to_path_buf()];
+        while let Some(path) = pending.pop() {
+            let meta = std::fs::metadata(&path).unwrap();
+            if meta.is_dir() {
+                pending.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+            }
+            owners.push((path, meta.uid()));
+        }
+        owners
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn an_export_run_as_root_leaves_the_store_to_its_owner() {
+        use std::os::unix::fs::MetadataExt;
+        let temp = tempfile::tempdir().unwrap();
+        if std::fs::metadata(temp.path()).unwrap().uid() != 0 {
+            eprintln!("skipped: only root can give files away");
+            return;
+        }
+        let store = temp.path().join("store");
+        store_with(&store, &[("sip", b"action-1", br#"{"title":"Call back"}"#)]);
+        for (path, _) in owners_under(&store) {
+            std::os::unix::fs::chown(&path, Some(64_123), Some(64_124)).unwrap();
+        }
+
+        export(&store);
+        let owners = owners_under(&store);
+        assert!(owners.len() > 2, "{owners:?}");
+        assert!(owners.iter().all(|(_, uid)| *uid == 64_123), "{owners:?}");
+    }
+
+    #[test]
+    fn a_dump_of_a_newer_schema_is_refused_and_nothing_is_written() {
+        let temp = tempfile::tempdir().unwrap();
+        let target = temp.path().join("store");
+        let newer = SCHEMA_VERSION + 1;
+        let dump = format!(
+            "{{\"csmd_dump\":1,\"schema_version\":{newer}}}\n{{\"end\":true,\"records\":0}}\n"
+        );
+        let error = import(&target, dump.as_bytes(), "new.jsonl")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with(&format!(
+                "new.jsonl:1: the dump has schema version {newer}, newer"
+            )),
+            "{error}"
+        );
+        assert!(!target.exists() && !staging_dir(&target).exists());
+    }
+}
