@@ -94,6 +94,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let tasks = TaskTracker::new();
     let (applied_tx, applied) = tokio::sync::watch::channel(());
     let durable = journal.durable();
+    let changed = engine::ChangedKinds::all();
     let journal_retention = config.daemon.journal_retention;
     let ConnectorTasks { pollers, writers } =
         start_pollers(&config, &store, &journal, &metrics, &shutdown, &tasks)?;
@@ -137,6 +138,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         applied_tx,
         journal_retention,
         move || reading.config.load_full(),
+        changed.clone(),
         shutdown.clone(),
     ));
     let planning = state.clone();
@@ -154,11 +156,25 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         planning
             .metrics
             .outbox_moved(None, Some(MessageStatus::Pending), queued);
-        // RCA action items become SIP actions after the same ITSM changes.
-        let rca =
-            engine::sip::SipSources::of(&config).sync_rca(&planning.store, chrono::Utc::now());
-        if let Err(e) = rca {
+        // Repeated incidents, then RCA action items, become SIP actions
+        // after the same ITSM changes (in this order, so an RCA action seen
+        // means the incidents applied before it were counted). Each reads a
+        // whole tree, so each runs only when its inputs changed.
+        let sources = engine::sip::SipSources::of(&config);
+        let kinds = changed.take();
+        let who_uses_what = ["accounts", "cis", "install_base"];
+        let now = chrono::Utc::now();
+        if (kinds.any(&["incidents"]) || kinds.any(&who_uses_what))
+            && let Err(e) = sources.sync_chronic(&planning.store, now)
+        {
+            tracing::error!(error = %e, "Creating SIP actions for chronic incidents failed");
+            changed.mark(u16::MAX); // try again at the next run
+        }
+        if (kinds.any(&["problems", "problem_tasks"]) || kinds.any(&who_uses_what))
+            && let Err(e) = sources.sync_rca(&planning.store, now)
+        {
             tracing::error!(error = %e, "Creating SIP actions from RCA action items failed");
+            changed.mark(u16::MAX);
         }
         Ok(queued)
     };

@@ -483,10 +483,12 @@ async fn the_overdue_digest_goes_to_the_csm_team_once_per_occurrence() {
     app.stop().await;
 }
 
-/// The instance of the RCA test: accounts, problems and their tasks.
+/// The instance of the SIP tests: accounts, incidents, problems and their
+/// tasks.
 async fn rca_instance() -> Simulator {
     Simulator::builder()
         .table("customer_account", &["number", "name"])
+        .table("incident", itsm::INCIDENT_FIELDS)
         .table("problem", itsm::PROBLEM_FIELDS)
         .table(
             "problem_task",
@@ -640,5 +642,95 @@ async fn rca_action_items_become_one_action_per_customer_and_close_with_their_ta
     assert_eq!(actions(&app.api, "").await.len(), 3);
     assert_eq!(actions(&app.api, "?status=done").await.len(), 1);
 
+    app.stop().await;
+}
+
+/// `days` ago (from the real clock: the chronic window ends now), as the
+/// instance writes datetimes.
+fn days_ago(days: i64) -> String {
+    (chrono::Utc::now() - chrono::Duration::days(days))
+        .format(sim::servicenow::DATETIME_FORMAT)
+        .to_string()
+}
+
+#[tokio::test]
+async fn repeated_incidents_on_a_customers_ci_make_one_chronic_action() {
+    let sn = rca_instance().await;
+    let incident = |number: &str, ci: &str, opened_days_ago: i64, updated: i64| {
+        sn.insert(
+            "incident",
+            json!({"number": number, "priority": "3", "state": "6", "cmdb_ci": ci,
+                   "short_description": format!("{ci} down"),
+                   "opened_at": days_ago(opened_days_ago), "sys_updated_on": at(updated)}),
+        )
+    };
+    // Two recent incidents on ACME's switch, one older than the window, and
+    // three on a CI ACME does not use.
+    incident("INC0000001", "core-sw-9", 40, 1);
+    incident("INC0000002", "core-sw-9", 10, 2);
+    incident("INC0000003", "core-sw-9", 5, 3);
+    for n in 4..=6 {
+        incident(&format!("INC000000{n}"), "other-sw", 3, n);
+    }
+    let config = Connector::new(&sn)
+        .streams(&["incidents", "problems", "problem_tasks"])
+        .config();
+    std::fs::write(
+        config.customers_dir().join("acme.toml"),
+        "id = \"acme\"\nname = \"ACME Logistics SAS\"\ntime_zone = \"Europe/Paris\"\n\n\
+         [[install_base]]\nci = \"core-sw-9\"\n\n\
+         [contract.chronic_incidents]\ncount = 3\nwindow = \"30d\"\n",
+    )
+    .expect("customer file");
+    let app = TestApp::start(config).await;
+    first_sync(&app.api).await;
+
+    // A third recent one on the switch: chronic.
+    incident("INC0000007", "core-sw-9", 1, 10);
+    sync_now(&app.api).await;
+    wait_until("the chronic action", PATIENCE, || async {
+        !actions(&app.api, "?source=chronic-incident")
+            .await
+            .is_empty()
+    })
+    .await;
+    let chronic = actions(&app.api, "?source=chronic-incident").await;
+    assert_eq!(chronic.len(), 1, "{chronic:?}");
+    let action = &chronic[0];
+    assert_eq!(action["customer"], "acme");
+    assert_eq!(action["title"], "Chronic incidents on core-sw-9");
+    assert_eq!(
+        action["links"]["incidents"],
+        json!(["INC0000002", "INC0000003", "INC0000007"])
+    );
+    let description = action["description"].as_str().unwrap();
+    assert!(
+        description.starts_with("3 incidents on core-sw-9 within 30 days:\n- INC0000002 opened "),
+        "{description}"
+    );
+
+    // A fourth while the action is open makes no second one. The RCA
+    // action of the same sync is the barrier: the incidents applied before
+    // it were counted in the same run.
+    incident("INC0000008", "core-sw-9", 0, 20);
+    let problem = sn.insert(
+        "problem",
+        json!({"number": "PRB0000009", "cmdb_ci": "core-sw-9", "sys_updated_on": at(21)}),
+    );
+    sn.insert(
+        "problem_task",
+        json!({"number": "PTASK0000009", "problem": problem, "state": "151",
+               "short_description": "Replace the switch", "sys_updated_on": at(22)}),
+    );
+    sync_now(&app.api).await;
+    wait_until("the barrier's RCA action", PATIENCE, || async {
+        !actions(&app.api, "?source=rca").await.is_empty()
+    })
+    .await;
+    assert_eq!(
+        actions(&app.api, "?source=chronic-incident").await.len(),
+        1,
+        "a second chronic action for the same incidents"
+    );
     app.stop().await;
 }

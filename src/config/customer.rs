@@ -113,6 +113,37 @@ pub struct Contract {
     /// Whether the customer receives proactive disruption notices.
     #[serde(default = "default_true")]
     pub proactive_notices: bool,
+    /// When repeated incidents on one CI or service make a SIP action.
+    #[serde(default)]
+    pub chronic_incidents: ChronicRule,
+}
+
+/// `count` incidents on the same CI or service within `window` are chronic:
+/// they make one SIP action (source `chronic-incident`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChronicRule {
+    #[serde(default = "default_chronic_count")]
+    pub count: usize,
+    #[serde(default = "default_chronic_window")]
+    pub window: HumanDuration,
+}
+
+impl Default for ChronicRule {
+    fn default() -> Self {
+        ChronicRule {
+            count: default_chronic_count(),
+            window: default_chronic_window(),
+        }
+    }
+}
+
+fn default_chronic_count() -> usize {
+    3
+}
+
+fn default_chronic_window() -> HumanDuration {
+    HumanDuration::from_secs(30 * 86_400)
 }
 
 impl Default for Contract {
@@ -125,6 +156,7 @@ impl Default for Contract {
             service_credit: Vec::new(),
             report_to_accounting: false,
             proactive_notices: true,
+            chronic_incidents: ChronicRule::default(),
         }
     }
 }
@@ -184,6 +216,15 @@ impl Customer {
                 format!(
                     "availability_target {} is not a percentage",
                     self.contract.availability_target
+                ),
+            ));
+        }
+        if self.contract.chronic_incidents.count < 2 {
+            problems.push((
+                vec![Key("contract"), Key("chronic_incidents"), Key("count")],
+                format!(
+                    "chronic_incidents count {} would make every incident chronic: it must be at least 2",
+                    self.contract.chronic_incidents.count
                 ),
             ));
         }

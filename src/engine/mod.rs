@@ -7,6 +7,7 @@
 //! harmlessly.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
 use chrono_tz::Tz;
@@ -21,6 +22,7 @@ pub mod schedule;
 pub mod sip;
 
 use crate::config::{Config, Customer, Sip};
+use crate::model::itsm::RECORD_TREES;
 use crate::store::{SipError, Store, StoreError};
 
 /// What the processors read from the configuration.
@@ -49,6 +51,42 @@ impl Settings {
     }
 }
 
+/// The kinds of ITSM record changed since a processor last looked: one bit
+/// per entry of [`RECORD_TREES`], set by the engine, taken by the
+/// processors that only need to run when their inputs changed.
+#[derive(Debug, Clone)]
+pub struct ChangedKinds(Arc<AtomicU16>);
+
+impl ChangedKinds {
+    /// Every kind marked changed: the first look does all the work.
+    pub fn all() -> ChangedKinds {
+        ChangedKinds(Arc::new(AtomicU16::new(u16::MAX)))
+    }
+
+    pub fn mark(&self, kinds: u16) {
+        self.0.fetch_or(kinds, Ordering::AcqRel);
+    }
+
+    /// The kinds changed since the last take.
+    pub fn take(&self) -> Kinds {
+        Kinds(self.0.swap(0, Ordering::AcqRel))
+    }
+}
+
+/// A set of ITSM record kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Kinds(u16);
+
+impl Kinds {
+    /// Whether any of these trees (`"incidents"`, …) is in the set.
+    pub fn any(self, trees: &[&str]) -> bool {
+        RECORD_TREES
+            .iter()
+            .enumerate()
+            .any(|(i, t)| self.0 & (1 << i) != 0 && trees.contains(t))
+    }
+}
+
 /// Journal entries read and applied at a time, after which the engine's
 /// position is stored; it bounds what a long catch-up holds in memory.
 const BATCH: usize = 1000;
@@ -72,6 +110,7 @@ pub async fn run(
     applied: watch::Sender<()>,
     retention: Duration,
     config: impl Fn() -> Arc<Config> + Send,
+    changed: ChangedKinds,
     shutdown: CancellationToken,
 ) {
     let mut last_trim = tokio::time::Instant::now();
@@ -90,6 +129,7 @@ pub async fn run(
         match catch_up(&store, settings.clone()).await {
             Ok(caught_up) => {
                 if caught_up.itsm_changed > 0 {
+                    changed.mark(caught_up.kinds);
                     applied.send_replace(());
                 }
             }
@@ -142,6 +182,8 @@ pub struct CaughtUp {
     pub entries: usize,
     /// ITSM records stored because they were new or newer.
     pub itsm_changed: usize,
+    /// Their kinds ([`crate::model::itsm::ItsmRecord::kind_bit`]).
+    pub kinds: u16,
 }
 
 /// Applies every durable entry after the stored position.
@@ -155,7 +197,9 @@ pub async fn catch_up(store: &Store, settings: Arc<Settings>) -> Result<CaughtUp
             let Some(last) = entries.last().map(|e| e.seq) else {
                 return Ok(total);
             };
-            total.itsm_changed += apply(&store, &settings, &entries)?;
+            let applied = apply(&store, &settings, &entries)?;
+            total.itsm_changed += applied.changed;
+            total.kinds |= applied.kinds;
             store.set_engine_position(last)?;
             total.entries += entries.len();
         }
@@ -165,12 +209,12 @@ pub async fn catch_up(store: &Store, settings: Arc<Settings>) -> Result<CaughtUp
 }
 
 /// The pipeline: every processor, in order, over one batch of entries;
-/// returns how many ITSM records changed.
+/// returns what happened to the ITSM records.
 fn apply(
     store: &Store,
     settings: &Settings,
     entries: &[JournalEntry],
-) -> Result<usize, StoreError> {
+) -> Result<crate::store::Applied, StoreError> {
     let itsm = entries.iter().filter_map(|e| match &e.event {
         Event::Itsm(record) => Some(record),
         Event::Alert(_) | Event::Feedback(_) => None,
@@ -200,7 +244,7 @@ fn apply(
             }
         }
     }
-    Ok(applied.changed)
+    Ok(applied)
 }
 
 /// How often maintenance notices are planned even when nothing new was

@@ -2,7 +2,9 @@
 //! - one per RCA action item (a problem task) and customer of its problem,
 //!   closed when the task closes in the ITSM;
 //! - one per survey answer scoring under the configured threshold, and
-//!   per complaint.
+//!   per complaint;
+//! - one per CI or service and customer with repeated incidents (the
+//!   contract's count within its window).
 //!
 //! Each action records its origin, and the store keeps one action per
 //! origin, ever: a re-sync, a replayed journal entry or a redelivered
@@ -15,7 +17,7 @@ use chrono_tz::Tz;
 
 use super::impact::Impact;
 use crate::config::{Customer, Sip};
-use crate::model::itsm::{ItsmRecord, Problem, ProblemTask};
+use crate::model::itsm::{Incident, ItsmRecord, Problem, ProblemTask};
 use crate::model::outbox::{Draft, MessageKind};
 use crate::model::sip::{NewSip, SipAction, SipLinks, SipSource};
 use crate::model::{ConnectorName, CustomerId, FeedbackEvent, FeedbackKind};
@@ -258,6 +260,147 @@ impl SipSources<'_> {
             tracing::info!(id = %action.id, task = %task.number, "SIP action done: its RCA action item closed");
         }
         Ok(done)
+    }
+
+    /// Makes repeated incidents one action: when a customer's contract
+    /// count of incidents (`[contract.chronic_incidents]`, default 3 in 30
+    /// days) were opened on one CI or service within the window before
+    /// `now`. Incidents already counted by an earlier action of that CI or
+    /// service are not counted again, and no second action is made while
+    /// one is still open; returns how many actions were created.
+    pub fn sync_chronic(&self, store: &Store, now: DateTime<Utc>) -> Result<usize, SipError> {
+        let incidents = store.itsm_records("incidents")?;
+        if incidents.is_empty() {
+            return Ok(0);
+        }
+        let accounts = self.account_customers(store)?;
+        let mut impact: Option<Impact> = None;
+        // (customer, CI or service) → incidents on it, by the customer.
+        let mut groups: HashMap<(CustomerId, String), Vec<Incident>> = HashMap::new();
+        for record in incidents {
+            let ItsmRecord::Incident(incident) = record else {
+                continue;
+            };
+            let Some(opened) = incident.opened_at else {
+                continue;
+            };
+            let customers: Vec<&Customer> = {
+                let by_account = [&incident.account, &incident.company]
+                    .into_iter()
+                    .flatten()
+                    .find_map(|a| accounts.get(a))
+                    .and_then(|id| self.customer(id.as_str()));
+                match by_account {
+                    Some(customer) => vec![customer],
+                    None => {
+                        let impact = match &mut impact {
+                            Some(impact) => impact,
+                            None => impact.insert(Impact::load(store, self.customers)?),
+                        };
+                        let targets: BTreeSet<String> = incident
+                            .ci
+                            .iter()
+                            .chain(&incident.service)
+                            .cloned()
+                            .collect();
+                        self.customers
+                            .iter()
+                            .filter(|c| !impact.hits(&targets, &c.id).0.is_empty())
+                            .collect()
+                    }
+                }
+            };
+            for customer in customers {
+                let window =
+                    chrono::Duration::from_std(customer.contract.chronic_incidents.window.0)
+                        .unwrap_or(chrono::Duration::MAX);
+                if opened <= now - window || opened > now {
+                    continue;
+                }
+                for target in incident.ci.iter().chain(&incident.service) {
+                    groups
+                        .entry((customer.id.clone(), target.clone()))
+                        .or_default()
+                        .push(incident.clone());
+                }
+            }
+        }
+        if groups.is_empty() {
+            return Ok(0);
+        }
+        let names = impact.as_ref();
+        let existing = store.sip_actions()?;
+        let mut created = 0;
+        let mut keys: Vec<_> = groups.keys().cloned().collect();
+        keys.sort();
+        for key in keys {
+            let (customer_id, target) = &key;
+            let Some(customer) = self.customer(customer_id.as_str()) else {
+                continue;
+            };
+            let prefix = format!("chronic/{customer_id}/{}/", target.replace('/', "%2F"));
+            let earlier = existing
+                .iter()
+                .filter(|a| a.origin.as_deref().is_some_and(|o| o.starts_with(&prefix)));
+            if earlier.clone().any(|a| !a.status.is_closed()) {
+                continue;
+            }
+            let counted_until = earlier.map(|a| a.created_at).max();
+            let mut incidents: Vec<Incident> = groups[&key]
+                .iter()
+                .filter(|i| counted_until.is_none_or(|t| i.opened_at.is_some_and(|o| o > t)))
+                .cloned()
+                .collect();
+            if incidents.len() < customer.contract.chronic_incidents.count {
+                continue;
+            }
+            incidents.sort_by_key(|i| i.opened_at);
+            let name = names.and_then(|i| i.ci_name(target)).unwrap_or(target);
+            let tz = self.time_zone_of(customer_id);
+            let days = customer.contract.chronic_incidents.window.0.as_secs() / 86_400;
+            let mut description = format!(
+                "{} incidents on {name} within {days} days:",
+                incidents.len()
+            );
+            for i in &incidents {
+                let opened = i
+                    .opened_at
+                    .map(|o| o.with_timezone(&tz).format("%Y-%m-%d %H:%M").to_string());
+                description.push_str(&format!(
+                    "\n- {} opened {}{}",
+                    i.number,
+                    opened.unwrap_or_default(),
+                    i.short_description
+                        .as_deref()
+                        .map(|s| format!(": {s}"))
+                        .unwrap_or_default()
+                ));
+            }
+            let first = incidents[0]
+                .opened_at
+                .map(|o| o.to_rfc3339())
+                .unwrap_or_default();
+            let new = NewSip {
+                customer: customer_id.clone(),
+                title: format!("Chronic incidents on {name}"),
+                description: Some(description),
+                source: SipSource::ChronicIncident,
+                owner: None,
+                target_date: None,
+                links: SipLinks {
+                    incidents: incidents.iter().map(|i| i.number.clone()).collect(),
+                    ..SipLinks::default()
+                },
+                author: AUTHOR.into(),
+                origin: Some(format!("{prefix}{first}")),
+            };
+            let (action, made) = store.create_sip(new, now)?;
+            if made {
+                created += 1;
+                tracing::info!(id = %action.id, customer = %customer_id, %target, incidents = incidents.len(), "SIP action created for chronic incidents");
+            }
+        }
+        Ok(created)
     }
 
     /// ITSM account sys_id → the configured customer with that account

@@ -64,6 +64,13 @@ impl ItsmRecord {
         }
     }
 
+    /// This kind's bit in a set of kinds: its position in [`RECORD_TREES`].
+    pub fn kind_bit(&self) -> u16 {
+        let tree = self.tree();
+        let index = RECORD_TREES.iter().position(|t| *t == tree).unwrap_or(0);
+        1 << index
+    }
+
     /// The store tree holding records of this kind.
     pub fn tree(&self) -> &'static str {
         match self {

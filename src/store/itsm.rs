@@ -23,6 +23,8 @@ pub struct Applied {
     pub changed: usize,
     /// Records ignored because the store already had them or a newer copy.
     pub unchanged: usize,
+    /// The kinds of the changed records ([`ItsmRecord::kind_bit`]).
+    pub kinds: u16,
 }
 
 impl Store {
@@ -94,6 +96,7 @@ impl Store {
                     .map_err(|source| StoreError::Encode { tree: name, source })?;
                 tree.insert(record.id().as_bytes(), bytes)?;
                 applied.changed += 1;
+                applied.kinds |= record.kind_bit();
             } else {
                 applied.unchanged += 1;
             }
