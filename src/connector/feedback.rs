@@ -125,12 +125,7 @@ mod tests {
     use super::*;
 
     fn mapping() -> Mapping {
-        let text = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/connectors/feedback-json/profile.toml"
-        ))
-        .expect("shipped profile");
-        let profile: Profile = toml::from_str(&text).expect("shipped profile parses");
+        let profile: Profile = crate::connector::pointer::shipped_profile("feedback-json");
         profile
             .mapping(&toml::Table::new())
             .expect("shipped profile maps")

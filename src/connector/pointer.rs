@@ -195,6 +195,17 @@ impl Pointers {
     }
 }
 
+/// A profile shipped in `connectors/<kind>/profile.toml`, for unit tests.
+#[cfg(test)]
+pub fn shipped_profile<P: serde::de::DeserializeOwned>(kind: &str) -> P {
+    let path = format!(
+        "{}/connectors/{kind}/profile.toml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(&path).expect("shipped profile");
+    toml::from_str(&text).expect("shipped profile parses")
+}
+
 fn json_type(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",

@@ -114,14 +114,12 @@ impl Mapping {
 mod tests {
     use super::*;
 
+    fn profile() -> Profile {
+        crate::connector::pointer::shipped_profile("webhook-json")
+    }
+
     fn mapping() -> Mapping {
-        let text = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/connectors/webhook-json/profile.toml"
-        ))
-        .expect("shipped profile");
-        let profile: Profile = toml::from_str(&text).expect("shipped profile parses");
-        profile
+        profile()
             .mapping(&toml::Table::new())
             .expect("shipped profile maps")
     }
@@ -165,12 +163,7 @@ mod tests {
         let mut overrides = toml::Table::new();
         overrides.insert("ci".into(), toml::Value::String("/labels/u_host".into()));
         let m = mapping();
-        let profile_text = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/connectors/webhook-json/profile.toml"
-        ))
-        .unwrap();
-        let profile: Profile = toml::from_str(&profile_text).unwrap();
+        let profile = profile();
         let custom = profile.mapping(&overrides).unwrap();
         let body = br#"{"alerts":[{"id":"a","status":"firing","summary":"x","ci":"old","labels":{"u_host":"new"}}]}"#;
         let Event::Alert(a) = &custom.parse(body).unwrap()[0] else {
