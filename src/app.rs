@@ -95,6 +95,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let (applied_tx, applied) = tokio::sync::watch::channel(());
     let durable = journal.durable();
     let changed = engine::ChangedKinds::all();
+    let (alerted_tx, alerted) = tokio::sync::watch::channel(());
     let journal_retention = config.daemon.journal_retention;
     let ConnectorTasks { pollers, writers } =
         start_pollers(&config, &store, &journal, &metrics, &shutdown, &tasks)?;
@@ -135,10 +136,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     tasks.spawn(engine::run(
         state.store.clone(),
         durable,
-        applied_tx,
+        engine::Signals {
+            applied: applied_tx,
+            changed: changed.clone(),
+            alerted: alerted_tx,
+        },
         journal_retention,
         move || reading.config.load_full(),
-        changed.clone(),
         shutdown.clone(),
     ));
     let planning = state.clone();
@@ -182,6 +186,38 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     tasks.spawn(engine::run_maintenance(
         applied,
         planner,
+        move || wake.wake(),
+        shutdown.clone(),
+    ));
+    let disruptions = state.clone();
+    let (templates_d, from_d) = (state.templates.clone(), state.from.clone());
+    let tick = state
+        .config
+        .load()
+        .disruptions
+        .group_window
+        .0
+        .clamp(Duration::from_secs(1), Duration::from_secs(5));
+    let disruption_planner = move || {
+        let config = disruptions.config.load_full();
+        let queued = engine::disruption::Planner {
+            customers: &config.customers,
+            settings: &config.disruptions,
+            default_time_zone: config.daemon.time_zone.0,
+            templates: &templates_d,
+            from: &from_d,
+        }
+        .run(&disruptions.store, chrono::Utc::now())?;
+        disruptions
+            .metrics
+            .outbox_moved(None, Some(MessageStatus::Pending), queued);
+        Ok(queued)
+    };
+    let wake = outbox.clone();
+    tasks.spawn(engine::run_disruptions(
+        alerted,
+        tick,
+        disruption_planner,
         move || wake.wake(),
         shutdown.clone(),
     ));

@@ -63,6 +63,8 @@ pub struct Metrics {
     pub outbox_delivery_seconds: Histogram,
     /// Delivery attempts that failed, transient or permanent.
     pub outbox_send_failures: Family<StatusLabels, Counter>,
+    /// Alerts a sender said it left out of its webhooks (`truncatedAlerts`).
+    pub alerts_truncated: Family<ConnectorLabels, Counter>,
 }
 
 impl Metrics {
@@ -140,6 +142,12 @@ impl Metrics {
             "Delivery attempts that failed, by outcome (retry or dead)",
             outbox_send_failures.clone(),
         );
+        let alerts_truncated = Family::<ConnectorLabels, Counter>::default();
+        registry.register(
+            "alerts_truncated",
+            "Alerts a sender said it left out of its webhooks (truncatedAlerts)",
+            alerts_truncated.clone(),
+        );
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info
             .get_or_create(&BuildLabels {
@@ -161,6 +169,7 @@ impl Metrics {
             outbox_messages,
             outbox_delivery_seconds,
             outbox_send_failures,
+            alerts_truncated,
         }
     }
 

@@ -95,7 +95,7 @@ from = "Example Telecom CSM <csm@example.net>"
 host = "smtp.example.net"
 "#,
             errors: &[
-                "{dir}/csmd.toml:4:2: unknown section `smtp`; expected `daemon`, `email`, `schedules`, `maintenance`, `sip` or `connector`",
+                "{dir}/csmd.toml:4:2: unknown section `smtp`; expected `daemon`, `email`, `schedules`, `maintenance`, `disruptions`, `sip` or `connector`",
             ],
             ..CASE
         },
@@ -493,6 +493,24 @@ secrets = [{ file = "monitoring.whsec" }]
             errors: &[
                 "{dir}/csmd.toml:9:12: signing secret from file monitoring.whsec: not a `whsec_` secret followed by base64",
             ],
+        },
+        Case {
+            mistake: "hmac-sha256 (Grafana) without its shared secret",
+            csmd_toml: r#"
+[email]
+from = "Example Telecom CSM <csm@example.net>"
+
+[[connector]]
+name = "grafana"
+profile = "grafana"
+[connector.webhook]
+auth = "hmac-sha256"
+timestamp_header = "X-Grafana-Alerting-Timestamp"
+"#,
+            errors: &[
+                r#"{dir}/csmd.toml:7:1: auth = "hmac-sha256" needs `secret = { env = "NAME" }` or `{ file = "/path" }`"#,
+            ],
+            ..CASE
         },
     ]);
 }

@@ -113,6 +113,10 @@ pub struct Contract {
     /// Whether the customer receives proactive disruption notices.
     #[serde(default = "default_true")]
     pub proactive_notices: bool,
+    /// The least severe alert that makes a disruption notice: `info`,
+    /// `warning`, `minor`, `major` or `critical`.
+    #[serde(default = "default_notice_severity")]
+    pub notice_min_severity: Severity,
     /// When repeated incidents on one CI or service make a SIP action.
     #[serde(default)]
     pub chronic_incidents: ChronicRule,
@@ -156,6 +160,7 @@ impl Default for Contract {
             service_credit: Vec::new(),
             report_to_accounting: false,
             proactive_notices: true,
+            notice_min_severity: default_notice_severity(),
             chronic_incidents: ChronicRule::default(),
         }
     }
@@ -167,6 +172,39 @@ fn default_availability_target() -> f64 {
 
 fn default_lead_time() -> HumanDuration {
     HumanDuration::from_secs(5 * 86_400)
+}
+
+/// Alert severities, least severe first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Warning,
+    Minor,
+    Major,
+    Critical,
+}
+
+impl Severity {
+    /// A monitoring tool's severity label, read generously (`crit`,
+    /// `error`, `page`, …); an unknown or missing one is a warning.
+    pub fn of_label(label: Option<&str>) -> Severity {
+        match label.map(str::to_ascii_lowercase).as_deref() {
+            Some("critical" | "crit" | "page" | "fatal" | "disaster" | "emergency") => {
+                Severity::Critical
+            }
+            Some("major" | "high" | "error" | "err" | "severe") => Severity::Major,
+            Some("minor" | "average" | "medium") => Severity::Minor,
+            Some("info" | "informational" | "information" | "low" | "none" | "ok") => {
+                Severity::Info
+            }
+            _ => Severity::Warning,
+        }
+    }
+}
+
+fn default_notice_severity() -> Severity {
+    Severity::Warning
 }
 
 fn default_true() -> bool {

@@ -29,9 +29,9 @@ pub use customer::Customer;
 use customer::PathStep;
 pub use diag::{Diagnostic, Diagnostics};
 pub use sections::{
-    BrandingSection, ConnectorSection, DaemonSection, EmailSection, LogFormat, MaintenanceSection,
-    SchedulesSection, SipSection, SmtpSection, TlsMode, TransportKind, WebhookAuthKind,
-    WebhookSection,
+    BrandingSection, ConnectorSection, DaemonSection, DisruptionsSection, EmailSection, LogFormat,
+    MaintenanceSection, SchedulesSection, SipSection, SmtpSection, TlsMode, TransportKind,
+    WebhookAuthKind, WebhookSection,
 };
 
 use crate::model::CustomerId;
@@ -51,6 +51,7 @@ pub struct Config {
     pub schedules: SchedulesSection,
     pub maintenance: MaintenanceSection,
     pub sip: Sip,
+    pub disruptions: DisruptionsSection,
     pub connectors: Vec<Connector>,
     pub customers: Vec<Customer>,
 }
@@ -139,6 +140,7 @@ pub fn load(path: &Path) -> Result<Config, Diagnostics> {
     let mut schedules = None;
     let mut maintenance = None;
     let mut sip = None;
+    let mut disruptions = None;
     let mut connector_sections = Vec::new();
     for (key, value) in root.into_inner() {
         match key.get_ref().as_ref() {
@@ -157,6 +159,9 @@ pub fn load(path: &Path) -> Result<Config, Diagnostics> {
             "maintenance" => {
                 maintenance = section::<MaintenanceSection>(&source, value, &mut diags);
             }
+            "disruptions" => {
+                disruptions = section::<DisruptionsSection>(&source, value, &mut diags);
+            }
             "sip" => {
                 sip = section::<SipSection>(&source, value, &mut diags)
                     .map(|s| resolve_sip(&source, &s, &mut diags));
@@ -164,7 +169,7 @@ pub fn load(path: &Path) -> Result<Config, Diagnostics> {
             "connector" => connector_sections = connector_entries(&source, value, &mut diags),
             other => diags.push(source.at(
                 key.span(),
-                format!("unknown section `{other}`; expected `daemon`, `email`, `schedules`, `maintenance`, `sip` or `connector`"),
+                format!("unknown section `{other}`; expected `daemon`, `email`, `schedules`, `maintenance`, `disruptions`, `sip` or `connector`"),
             )),
         }
     }
@@ -218,6 +223,7 @@ pub fn load(path: &Path) -> Result<Config, Diagnostics> {
             schedules: schedules.unwrap_or_default(),
             maintenance: maintenance.unwrap_or_default(),
             sip: sip.unwrap_or_default(),
+            disruptions: disruptions.unwrap_or_default(),
             connectors,
             customers,
         }),

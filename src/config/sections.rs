@@ -204,6 +204,36 @@ pub struct MaintenanceSection {
     pub not_customer_impacting_cis: Vec<String>,
 }
 
+/// `[disruptions]`: how alerts become proactive disruption notices.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DisruptionsSection {
+    /// Alerts of one customer starting within this of the first make one
+    /// notice.
+    #[serde(default = "default_group_window")]
+    pub group_window: HumanDuration,
+    /// At most one update per disruption this often, for alerts joining it.
+    #[serde(default = "default_group_interval")]
+    pub group_interval: HumanDuration,
+}
+
+impl Default for DisruptionsSection {
+    fn default() -> Self {
+        DisruptionsSection {
+            group_window: default_group_window(),
+            group_interval: default_group_interval(),
+        }
+    }
+}
+
+fn default_group_window() -> HumanDuration {
+    HumanDuration::from_secs(30)
+}
+
+fn default_group_interval() -> HumanDuration {
+    HumanDuration::from_secs(300)
+}
+
 /// `[sip]`: the Service Improvement Program.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -420,7 +450,9 @@ pub enum UpstreamAuthKind {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookSection {
-    /// `bearer`, `standard-webhooks` (HMAC-SHA256 signatures) or `none`.
+    /// `bearer`, `standard-webhooks` (HMAC-SHA256 signatures),
+    /// `hmac-sha256` (a hex HMAC-SHA256 of the body, as Grafana signs) or
+    /// `none`.
     pub auth: WebhookAuthKind,
     /// The bearer token, for `auth = "bearer"`.
     #[serde(default)]
@@ -429,7 +461,19 @@ pub struct WebhookSection {
     /// are accepted at once so a key can be rotated without downtime.
     #[serde(default, deserialize_with = "super::value::secret_list")]
     pub secrets: Vec<Spanned<SecretRef>>,
-    /// Largest accepted difference between `webhook-timestamp` and now.
+    /// The shared secret, for `auth = "hmac-sha256"`.
+    #[serde(default)]
+    pub secret: Option<Spanned<SecretRef>>,
+    /// The header carrying the hex signature, for `auth = "hmac-sha256"`
+    /// (default `X-Grafana-Alerting-Signature`).
+    #[serde(default)]
+    pub header: Option<Spanned<String>>,
+    /// The header carrying the Unix time signed with the body, for
+    /// `auth = "hmac-sha256"` when the sender sends one.
+    #[serde(default)]
+    pub timestamp_header: Option<Spanned<String>>,
+    /// Largest accepted difference between the sender's timestamp
+    /// (`webhook-timestamp`, or `timestamp_header`) and now.
     #[serde(default = "default_tolerance")]
     pub tolerance: HumanDuration,
 }
@@ -443,6 +487,8 @@ fn default_tolerance() -> HumanDuration {
 pub enum WebhookAuthKind {
     Bearer,
     StandardWebhooks,
+    #[serde(rename = "hmac-sha256")]
+    HmacSha256,
     None,
 }
 

@@ -2,6 +2,7 @@
 //! is one arm of [`ConnectorKind`] and [`Parser`], one module here, and one
 //! folder under `connectors/` with its declarative `profile.toml`.
 
+pub mod alertmanager;
 pub mod feedback;
 mod pointer;
 pub mod rest;
@@ -28,6 +29,8 @@ pub enum ConnectorKind {
     WebhookJson,
     /// Survey answers and complaints, mapped with JSON pointers.
     FeedbackJson,
+    /// Prometheus Alertmanager's webhook (payload version 4).
+    Alertmanager,
     /// The ServiceNow Table API, polled, plus records pushed by business rules.
     #[serde(rename = "servicenow")]
     ServiceNow,
@@ -37,6 +40,7 @@ impl ConnectorKind {
     pub const ALL: &'static [ConnectorKind] = &[
         ConnectorKind::WebhookJson,
         ConnectorKind::FeedbackJson,
+        ConnectorKind::Alertmanager,
         ConnectorKind::ServiceNow,
     ];
 
@@ -44,6 +48,7 @@ impl ConnectorKind {
         match self {
             ConnectorKind::WebhookJson => "webhook-json",
             ConnectorKind::FeedbackJson => "feedback-json",
+            ConnectorKind::Alertmanager => "alertmanager",
             ConnectorKind::ServiceNow => "servicenow",
         }
     }
@@ -78,6 +83,7 @@ impl fmt::Display for ConnectorKind {
 pub enum Profile {
     WebhookJson(webhook_json::Profile),
     FeedbackJson(feedback::Profile),
+    Alertmanager(alertmanager::Profile),
     ServiceNow(Box<rest::profile::RestProfile>),
 }
 
@@ -87,6 +93,7 @@ pub enum Profile {
 pub enum Parser {
     WebhookJson(webhook_json::Mapping),
     FeedbackJson(feedback::Mapping),
+    Alertmanager(alertmanager::Mapping),
     ServiceNow(servicenow::Push),
 }
 
@@ -150,6 +157,9 @@ impl Profile {
             ConnectorKind::FeedbackJson => toml::from_str(&text)
                 .map(Profile::FeedbackJson)
                 .map_err(|e| vec![source.from_toml(&e)]),
+            ConnectorKind::Alertmanager => toml::from_str(&text)
+                .map(Profile::Alertmanager)
+                .map_err(|e| vec![source.from_toml(&e)]),
             ConnectorKind::ServiceNow => toml::from_str(&text)
                 .map(|p| Profile::ServiceNow(Box::new(p)))
                 .map_err(|e| vec![source.from_toml(&e)]),
@@ -160,6 +170,7 @@ impl Profile {
         match self {
             Profile::WebhookJson(_) => ConnectorKind::WebhookJson,
             Profile::FeedbackJson(_) => ConnectorKind::FeedbackJson,
+            Profile::Alertmanager(_) => ConnectorKind::Alertmanager,
             Profile::ServiceNow(_) => ConnectorKind::ServiceNow,
         }
     }
@@ -168,6 +179,7 @@ impl Profile {
         match self {
             Profile::WebhookJson(p) => &p.description,
             Profile::FeedbackJson(p) => &p.description,
+            Profile::Alertmanager(p) => &p.description,
             Profile::ServiceNow(p) => &p.description,
         }
     }
@@ -209,6 +221,16 @@ impl Profile {
                     polling: None,
                 })
             }
+            Profile::Alertmanager(p) => {
+                if !streams.is_empty() {
+                    return Err(vec![unsupported("streams; use [connector.fields]")]);
+                }
+                let parser = p.mapping(fields).map(Parser::Alertmanager)?;
+                Ok(Built {
+                    parser,
+                    polling: None,
+                })
+            }
             Profile::ServiceNow(p) => {
                 if !fields.is_empty() {
                     return Err(vec![unsupported(
@@ -240,13 +262,32 @@ impl Profile {
     }
 }
 
+/// What a webhook body held.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Parsed {
+    pub events: Vec<Event>,
+    /// Events the sender said it left out (Alertmanager's
+    /// `truncatedAlerts`, when a receiver sets `max_alerts`).
+    pub truncated: u64,
+}
+
+impl From<Vec<Event>> for Parsed {
+    fn from(events: Vec<Event>) -> Parsed {
+        Parsed {
+            events,
+            truncated: 0,
+        }
+    }
+}
+
 impl Parser {
     /// Parses one webhook body into events, or says what is wrong with it.
-    pub fn parse(&self, body: &[u8]) -> Result<Vec<Event>, ParseError> {
+    pub fn parse(&self, body: &[u8]) -> Result<Parsed, ParseError> {
         match self {
-            Parser::WebhookJson(mapping) => mapping.parse(body),
-            Parser::FeedbackJson(mapping) => mapping.parse(body),
-            Parser::ServiceNow(push) => push.parse(body),
+            Parser::WebhookJson(mapping) => mapping.parse(body).map(Parsed::from),
+            Parser::FeedbackJson(mapping) => mapping.parse(body).map(Parsed::from),
+            Parser::Alertmanager(mapping) => mapping.parse(body),
+            Parser::ServiceNow(push) => push.parse(body).map(Parsed::from),
         }
     }
 }

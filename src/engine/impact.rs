@@ -13,14 +13,18 @@ use crate::model::CustomerId;
 use crate::model::itsm::{Account, Change, ItsmRecord};
 use crate::store::{Store, StoreError};
 
+/// One thing a customer uses: a CI (sys_id or name), a service, or both.
+type Usage = (Option<String>, Option<String>);
+
 /// Who uses what, resolved to names.
 pub struct Impact {
     /// CI sys_id → name.
     ci_names: HashMap<String, String>,
     /// Change sys_id → affected CI sys_ids (task_ci).
     change_cis: HashMap<String, BTreeSet<String>>,
-    /// Customer id → (CI id or name, service through it).
-    usage: HashMap<String, Vec<(String, Option<String>)>>,
+    /// Customer id → (CI id or name, service) pairs the customer uses; a
+    /// customer file may name a service without a CI.
+    usage: HashMap<String, Vec<Usage>>,
 }
 
 /// One customer a change reaches, and through what.
@@ -61,13 +65,11 @@ impl Impact {
                 account_numbers.insert(id, number);
             }
         }
-        let mut usage: HashMap<String, Vec<(String, Option<String>)>> = HashMap::new();
+        let mut usage: HashMap<String, Vec<Usage>> = HashMap::new();
         for customer in customers {
             let entries = usage.entry(customer.id.to_string()).or_default();
             for entry in &customer.install_base {
-                if let Some(ci) = &entry.ci {
-                    entries.push((ci.clone(), entry.service.clone()));
-                }
+                entries.push((entry.ci.clone(), entry.service.clone()));
             }
         }
         for record in store.itsm_records("install_base")? {
@@ -76,9 +78,13 @@ impl Impact {
             };
             let retired = item.uninstall_date.is_some()
                 || item.state.as_deref().is_some_and(|s| s != "installed");
-            let (Some(account), Some(ci), false) = (item.account, item.ci, retired) else {
+            let (Some(account), false) = (item.account, retired) else {
                 continue;
             };
+            if item.ci.is_none() && item.service.is_none() {
+                continue;
+            }
+            let ci = item.ci;
             let Some(number) = account_numbers.get(&account) else {
                 continue;
             };
@@ -113,7 +119,8 @@ impl Impact {
     }
 
     /// The customer's CIs (by name where known) and services among `cis`;
-    /// a customer's CI matches by sys_id or by name.
+    /// a customer's CI matches by sys_id or by name. The services are those
+    /// the customer uses through the CIs hit.
     pub fn hits(
         &self,
         cis: &BTreeSet<String>,
@@ -122,15 +129,35 @@ impl Impact {
         let mut hit_cis = BTreeSet::new();
         let mut services = BTreeSet::new();
         for (used, service) in self.usage.get(customer.as_str()).into_iter().flatten() {
-            let hit = cis
-                .iter()
-                .any(|ci| ci == used || self.ci_names.get(ci).is_some_and(|name| name == used));
-            if hit {
+            let Some(used) = used else {
+                continue;
+            };
+            if cis.iter().any(|ci| self.is(ci, used)) {
                 hit_cis.insert(self.ci_names.get(used).cloned().unwrap_or(used.clone()));
                 services.extend(service.clone());
             }
         }
         (hit_cis, services)
+    }
+
+    /// Whether the customer uses any of `targets`, as a CI or as a service
+    /// (a multi-tenant service reaches every customer using it).
+    pub fn uses(&self, targets: &BTreeSet<String>, customer: &CustomerId) -> bool {
+        self.usage
+            .get(customer.as_str())
+            .into_iter()
+            .flatten()
+            .any(|(ci, service)| {
+                targets.iter().any(|t| {
+                    ci.as_ref().is_some_and(|ci| self.is(t, ci))
+                        || service.as_ref().is_some_and(|s| self.is(t, s))
+                })
+            })
+    }
+
+    /// Whether `id` (a sys_id or a name) is `used` (a sys_id or a name).
+    fn is(&self, id: &str, used: &str) -> bool {
+        id == used || self.ci_names.get(id).is_some_and(|name| name == used)
     }
 
     /// The customers `change` reaches through any of its CIs, in the order

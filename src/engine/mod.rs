@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::model::{Event, JournalEntry};
 pub mod changes;
+pub mod disruption;
 pub mod impact;
 pub mod maintenance;
 pub mod schedule;
@@ -49,6 +50,16 @@ impl Settings {
             default_time_zone: self.time_zone,
         }
     }
+}
+
+/// How the engine tells the processors that follow it what it applied.
+pub struct Signals {
+    /// After a catch-up that changed ITSM records.
+    pub applied: watch::Sender<()>,
+    /// Which kinds of ITSM record changed.
+    pub changed: ChangedKinds,
+    /// After a catch-up in which alerts fired or resolved.
+    pub alerted: watch::Sender<()>,
 }
 
 /// The kinds of ITSM record changed since a processor last looked: one bit
@@ -107,12 +118,16 @@ const TRIM_EVERY: Duration = Duration::from_secs(60);
 pub async fn run(
     store: Store,
     mut durable: watch::Receiver<u64>,
-    applied: watch::Sender<()>,
+    signals: Signals,
     retention: Duration,
     config: impl Fn() -> Arc<Config> + Send,
-    changed: ChangedKinds,
     shutdown: CancellationToken,
 ) {
+    let Signals {
+        applied,
+        changed,
+        alerted,
+    } = signals;
     let mut last_trim = tokio::time::Instant::now();
     let mut current = config();
     let mut settings = Arc::new(Settings::of(&current));
@@ -131,6 +146,9 @@ pub async fn run(
                 if caught_up.itsm_changed > 0 {
                     changed.mark(caught_up.kinds);
                     applied.send_replace(());
+                }
+                if caught_up.alerts_changed > 0 {
+                    alerted.send_replace(());
                 }
             }
             Err(e) => {
@@ -184,6 +202,8 @@ pub struct CaughtUp {
     pub itsm_changed: usize,
     /// Their kinds ([`crate::model::itsm::ItsmRecord::kind_bit`]).
     pub kinds: u16,
+    /// Alerts that fired or resolved.
+    pub alerts_changed: usize,
 }
 
 /// Applies every durable entry after the stored position.
@@ -197,9 +217,10 @@ pub async fn catch_up(store: &Store, settings: Arc<Settings>) -> Result<CaughtUp
             let Some(last) = entries.last().map(|e| e.seq) else {
                 return Ok(total);
             };
-            let applied = apply(&store, &settings, &entries)?;
+            let (applied, alerts) = apply(&store, &settings, &entries)?;
             total.itsm_changed += applied.changed;
             total.kinds |= applied.kinds;
+            total.alerts_changed += alerts;
             store.set_engine_position(last)?;
             total.entries += entries.len();
         }
@@ -209,12 +230,13 @@ pub async fn catch_up(store: &Store, settings: Arc<Settings>) -> Result<CaughtUp
 }
 
 /// The pipeline: every processor, in order, over one batch of entries;
-/// returns what happened to the ITSM records.
+/// returns what happened to the ITSM records, and how many alerts fired or
+/// resolved.
 fn apply(
     store: &Store,
     settings: &Settings,
     entries: &[JournalEntry],
-) -> Result<crate::store::Applied, StoreError> {
+) -> Result<(crate::store::Applied, usize), StoreError> {
     let itsm = entries.iter().filter_map(|e| match &e.event {
         Event::Itsm(record) => Some(record),
         Event::Alert(_) | Event::Feedback(_) => None,
@@ -225,6 +247,22 @@ fn apply(
             changed = applied.changed,
             unchanged = applied.unchanged,
             "Applied ITSM records"
+        );
+    }
+    let alerts = entries.iter().filter_map(|e| match &e.event {
+        Event::Alert(alert) => Some((&e.connector, e.received_at, alert)),
+        Event::Itsm(_) | Event::Feedback(_) => None,
+    });
+    let alerts = store.apply_alerts(alerts)?;
+    for (alert, change) in &alerts.changes {
+        tracing::debug!(
+            connector = %alert.connector,
+            id = %alert.source_id,
+            status = ?change,
+            ci = alert.ci.as_deref().unwrap_or("-"),
+            service = alert.service.as_deref().unwrap_or("-"),
+            summary = %alert.summary,
+            "Alert"
         );
     }
     let now = chrono::Utc::now();
@@ -244,7 +282,35 @@ fn apply(
             }
         }
     }
-    Ok(applied)
+    Ok((applied, alerts.changes.len()))
+}
+
+/// Plans disruption notices whenever alerts fire or resolve, and at least
+/// every `tick` (group windows and intervals elapse with the clock), until
+/// shutdown; wakes the outbox when something was queued.
+pub async fn run_disruptions<F>(
+    mut alerted: watch::Receiver<()>,
+    tick: Duration,
+    planner: F,
+    wake_outbox: impl Fn(),
+    shutdown: CancellationToken,
+) where
+    F: Fn() -> Result<usize, disruption::DisruptionError> + Send + Sync + Clone + 'static,
+{
+    loop {
+        let plan = planner.clone();
+        match tokio::task::spawn_blocking(plan).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(_)) => wake_outbox(),
+            Ok(Err(e)) => tracing::error!(error = %e, "Planning disruption notices failed"),
+            Err(e) => tracing::error!(error = %e, "Planning disruption notices failed"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            changed = alerted.changed() => if changed.is_err() { return },
+            _ = tokio::time::sleep(tick) => {}
+        }
+    }
 }
 
 /// How often maintenance notices are planned even when nothing new was

@@ -184,7 +184,7 @@ impl SipSources<'_> {
                 customers = self
                     .customers
                     .iter()
-                    .filter(|c| !impact.hits(&targets, &c.id).0.is_empty())
+                    .filter(|c| impact.uses(&targets, &c.id))
                     .map(|c| c.id.clone())
                     .collect();
             }
@@ -305,7 +305,7 @@ impl SipSources<'_> {
                             .collect();
                         self.customers
                             .iter()
-                            .filter(|c| !impact.hits(&targets, &c.id).0.is_empty())
+                            .filter(|c| impact.uses(&targets, &c.id))
                             .collect()
                     }
                 }

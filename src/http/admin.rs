@@ -42,6 +42,7 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .merge(super::outbox::routes())
         .merge(super::changes::routes())
         .merge(super::sip::routes())
+        .merge(super::alerts::routes())
         .route_layer(middleware::from_fn_with_state(state, require_admin))
 }
 

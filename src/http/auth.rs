@@ -1,5 +1,7 @@
-//! Authentication of inbound webhooks: a bearer token, or a Standard
-//! Webhooks signature (HMAC-SHA256 over `{id}.{timestamp}.{body}`).
+//! Authentication of inbound webhooks: a bearer token, a Standard
+//! Webhooks signature (HMAC-SHA256 over `{id}.{timestamp}.{body}`), or a
+//! plain hex HMAC-SHA256 of the body, optionally prefixed by a timestamp
+//! (`{timestamp}:{body}`), the way Grafana's webhook contact point signs.
 
 use base64::Engine as _;
 use hmac::{Hmac, KeyInit, Mac};
@@ -78,7 +80,78 @@ pub fn verify_webhook(
             }
             Ok(Some(id.to_string()))
         }
+        WebhookAuth::HmacSha256 {
+            key,
+            headers: names,
+            timestamp_header,
+            tolerance,
+        } => {
+            let wanted = names.first().map_or("signature", String::as_str);
+            let (found, given) = names
+                .iter()
+                .find_map(|name| header(headers, name).map(|v| (name, v)))
+                .ok_or_else(|| {
+                    fail(
+                        "unsigned",
+                        format!("missing {wanted} header (hex HMAC-SHA256 of the body)"),
+                    )
+                })?;
+            let timestamp = match timestamp_header {
+                Some(name) => {
+                    let timestamp = header(headers, name)
+                        .ok_or_else(|| fail("unsigned", format!("missing {name} header")))?;
+                    let sent: i64 = timestamp.parse().map_err(|_| {
+                        fail(
+                            "bad_signature",
+                            format!("{name} is not a Unix time in seconds"),
+                        )
+                    })?;
+                    if now.abs_diff(sent) > tolerance.as_secs() {
+                        return Err(fail(
+                            "stale_timestamp",
+                            format!(
+                                "{name} is {}s away from this server's clock; at most {}s is accepted",
+                                now.abs_diff(sent),
+                                tolerance.as_secs()
+                            ),
+                        ));
+                    }
+                    Some(timestamp)
+                }
+                None => None,
+            };
+            let expected = sign_hmac_sha256(key.expose_secret().as_bytes(), timestamp, body);
+            let matches = hex::decode(given)
+                .is_ok_and(|given| bool::from(given.as_slice().ct_eq(expected.as_slice())));
+            if !matches {
+                return Err(fail(
+                    "bad_signature",
+                    match timestamp_header {
+                        Some(name) => format!(
+                            "{found} is not the hex HMAC-SHA256 of {name}, \":\" and the body with the configured secret"
+                        ),
+                        None => format!(
+                            "{found} is not the hex HMAC-SHA256 of the body with the configured secret"
+                        ),
+                    },
+                ));
+            }
+            Ok(delivery_id)
+        }
     }
+}
+
+/// The `hmac-sha256` signature (Grafana's): HMAC-SHA256 of the body, or of
+/// `{timestamp}:{body}` when the sender sends a timestamp.
+pub fn sign_hmac_sha256(key: &[u8], timestamp: Option<&str>, body: &[u8]) -> Vec<u8> {
+    // HMAC accepts keys of any length, so this cannot fail.
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
+    if let Some(timestamp) = timestamp {
+        mac.update(timestamp.as_bytes());
+        mac.update(b":");
+    }
+    mac.update(body);
+    mac.finalize().into_bytes().to_vec()
 }
 
 /// The Standard Webhooks signature of a message.
@@ -213,6 +286,181 @@ mod tests {
         );
         let h = signed(key, "msg_3", NOW - 299, b"{}");
         assert!(verify_webhook(&standard(&[key]), &h, b"{}", NOW).is_ok());
+    }
+
+    const GRAFANA_SECRET: &str = "grafana-shared-secret-0123";
+
+    fn grafana(header: Option<&str>, timestamp_header: Option<&str>) -> WebhookAuth {
+        WebhookAuth::HmacSha256 {
+            key: SecretString::from(GRAFANA_SECRET),
+            headers: match header {
+                Some(h) => vec![h.into()],
+                None => vec![
+                    "X-Grafana-Alerting-Signature".into(),
+                    "X-Grafana-Alert-Signature".into(),
+                ],
+            },
+            timestamp_header: timestamp_header.map(str::to_string),
+            tolerance: Duration::from_secs(300),
+        }
+    }
+
+    fn hex_signature(timestamp: Option<&str>, body: &[u8]) -> String {
+        hex::encode(sign_hmac_sha256(GRAFANA_SECRET.as_bytes(), timestamp, body))
+    }
+
+    #[test]
+    fn the_hmac_sha256_scheme_is_grafanas() {
+        // Computed independently with openssl: printf '%s' '{"a":1}' |
+        // openssl dgst -sha256 -hmac grafana-shared-secret-0123, and the
+        // same over '1790000000:{"a":1}'.
+        assert_eq!(
+            hex_signature(None, br#"{"a":1}"#),
+            "f8fb685de8e5c50ba004082d3da0bd0915b6cdda5941953d91ffe3e20c36efe2"
+        );
+        assert_eq!(
+            hex_signature(Some("1790000000"), br#"{"a":1}"#),
+            "5668be0364131ee7d7f10f3d0cd88567bd5a3cda560cd3c7b632a6bcd3bbf6e6"
+        );
+    }
+
+    #[test]
+    fn an_hmac_sha256_signature_of_the_body_passes() {
+        let body = br#"{"version":"1"}"#;
+        let mut h = HeaderMap::new();
+        h.insert(
+            "X-Grafana-Alerting-Signature",
+            hex_signature(None, body).parse().unwrap(),
+        );
+        assert_eq!(
+            verify_webhook(&grafana(None, None), &h, body, NOW),
+            Ok(None)
+        );
+        // Upper-case hex, and the header grafana/alerting falls back to.
+        let mut h = HeaderMap::new();
+        h.insert(
+            "X-Grafana-Alert-Signature",
+            hex_signature(None, body).to_uppercase().parse().unwrap(),
+        );
+        assert!(verify_webhook(&grafana(None, None), &h, body, NOW).is_ok());
+        // A configured header is the only one read.
+        assert_eq!(
+            verify_webhook(&grafana(Some("X-Signature"), None), &h, body, NOW)
+                .unwrap_err()
+                .message,
+            "missing X-Signature header (hex HMAC-SHA256 of the body)"
+        );
+    }
+
+    #[test]
+    fn an_hmac_sha256_signature_with_a_timestamp_signs_both() {
+        let auth = grafana(None, Some("X-Grafana-Alerting-Timestamp"));
+        let body = br#"{"version":"1"}"#;
+        let ts = NOW.to_string();
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-grafana-alerting-signature",
+            hex_signature(Some(&ts), body).parse().unwrap(),
+        );
+        h.insert("x-grafana-alerting-timestamp", ts.parse().unwrap());
+        assert_eq!(verify_webhook(&auth, &h, body, NOW), Ok(None));
+        // The timestamp is part of what is signed.
+        h.insert(
+            "x-grafana-alerting-timestamp",
+            (NOW + 1).to_string().parse().unwrap(),
+        );
+        assert_eq!(
+            verify_webhook(&auth, &h, body, NOW).unwrap_err().message,
+            "X-Grafana-Alerting-Signature is not the hex HMAC-SHA256 of X-Grafana-Alerting-Timestamp, \":\" and the body with the configured secret"
+        );
+        // A signature of the body alone is not enough once a timestamp is
+        // expected, nor is one without the timestamp header.
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-grafana-alerting-signature",
+            hex_signature(None, body).parse().unwrap(),
+        );
+        assert_eq!(
+            verify_webhook(&auth, &h, body, NOW).unwrap_err().message,
+            "missing X-Grafana-Alerting-Timestamp header"
+        );
+        h.insert("x-grafana-alerting-timestamp", ts.parse().unwrap());
+        assert_eq!(
+            verify_webhook(&auth, &h, body, NOW).unwrap_err().reason,
+            "bad_signature"
+        );
+    }
+
+    #[test]
+    fn a_wrong_or_missing_hmac_sha256_signature_fails() {
+        let auth = grafana(None, None);
+        let body = br#"{"version":"1"}"#;
+        let mut h = HeaderMap::new();
+        let missing = verify_webhook(&auth, &h, body, NOW).unwrap_err();
+        assert_eq!(
+            (missing.reason, missing.message.as_str()),
+            (
+                "unsigned",
+                "missing X-Grafana-Alerting-Signature header (hex HMAC-SHA256 of the body)"
+            )
+        );
+        h.insert(
+            "X-Grafana-Alerting-Signature",
+            hex_signature(None, body).parse().unwrap(),
+        );
+        let changed = verify_webhook(&auth, &h, br#"{"version":"2"}"#, NOW).unwrap_err();
+        assert_eq!(
+            (changed.reason, changed.message.as_str()),
+            (
+                "bad_signature",
+                "X-Grafana-Alerting-Signature is not the hex HMAC-SHA256 of the body with the configured secret"
+            )
+        );
+        let other_key = hex::encode(sign_hmac_sha256(b"another secret 0123456", None, body));
+        h.insert("X-Grafana-Alerting-Signature", other_key.parse().unwrap());
+        assert_eq!(
+            verify_webhook(&auth, &h, body, NOW).unwrap_err().reason,
+            "bad_signature"
+        );
+        for garbage in ["not hex", "sha256=00", "0", ""] {
+            h.insert("X-Grafana-Alerting-Signature", garbage.parse().unwrap());
+            assert!(verify_webhook(&auth, &h, body, NOW).is_err(), "{garbage:?}");
+        }
+    }
+
+    #[test]
+    fn stale_or_malformed_hmac_sha256_timestamps_fail() {
+        let auth = grafana(None, Some("X-Grafana-Alerting-Timestamp"));
+        let body = b"{}";
+        let signed_at = |ts: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(
+                "X-Grafana-Alerting-Signature",
+                hex_signature(Some(ts), body).parse().unwrap(),
+            );
+            h.insert("X-Grafana-Alerting-Timestamp", ts.parse().unwrap());
+            h
+        };
+        let stale =
+            verify_webhook(&auth, &signed_at(&(NOW - 301).to_string()), body, NOW).unwrap_err();
+        assert_eq!(
+            (stale.reason, stale.message.as_str()),
+            (
+                "stale_timestamp",
+                "X-Grafana-Alerting-Timestamp is 301s away from this server's clock; at most 300s is accepted"
+            )
+        );
+        let future = verify_webhook(&auth, &signed_at(&(NOW + 301).to_string()), body, NOW);
+        assert_eq!(future.unwrap_err().reason, "stale_timestamp");
+        assert!(verify_webhook(&auth, &signed_at(&(NOW - 299).to_string()), body, NOW).is_ok());
+        let ms = verify_webhook(&auth, &signed_at("1790000000.5"), body, NOW).unwrap_err();
+        assert_eq!(
+            (ms.reason, ms.message.as_str()),
+            (
+                "bad_signature",
+                "X-Grafana-Alerting-Timestamp is not a Unix time in seconds"
+            )
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! API behind the CLI.
 
 mod admin;
+mod alerts;
 pub mod auth;
 mod changes;
 mod outbox;

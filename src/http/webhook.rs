@@ -52,10 +52,23 @@ pub async fn receive(
     let now = chrono::Utc::now().timestamp();
     let delivery_id = verify_webhook(auth, &headers, &body, now)
         .map_err(|f| reject(StatusCode::UNAUTHORIZED, f.reason, f.message))?;
-    let events = connector
+    let parsed = connector
         .parser
         .parse(&body)
         .map_err(|e| reject(StatusCode::BAD_REQUEST, "malformed", e.0))?;
+    if parsed.truncated > 0 {
+        // The sender left alerts out (a receiver's max_alerts): they are
+        // not lost upstream, but csmd never sees them.
+        tracing::warn!(connector = %connector.name, truncated = parsed.truncated, "Webhook says it left alerts out");
+        state
+            .metrics
+            .alerts_truncated
+            .get_or_create(&crate::metrics::ConnectorLabels {
+                connector: connector.name.to_string(),
+            })
+            .inc_by(parsed.truncated);
+    }
+    let events = parsed.events;
     // Feedback becomes a customer's SIP action: one for a customer csmd
     // does not know would be lost, so it is refused while the sender can
     // still say so.

@@ -1,6 +1,7 @@
 //! Typed domain records. Everything that enters csmd is parsed into these
 //! at the edge; the engine never handles raw upstream JSON.
 
+pub mod alert;
 mod event;
 mod ids;
 pub mod itsm;

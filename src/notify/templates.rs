@@ -25,6 +25,9 @@ const LAYOUT_HTML: &str = "layout.html";
 const MAINTENANCE_SUBJECT: &str = "maintenance.subject.txt";
 const MAINTENANCE_TEXT: &str = "maintenance.txt";
 const MAINTENANCE_HTML: &str = "maintenance.html";
+const DISRUPTION_SUBJECT: &str = "disruption.subject.txt";
+const DISRUPTION_TEXT: &str = "disruption.txt";
+const DISRUPTION_HTML: &str = "disruption.html";
 const SIP_DIGEST_SUBJECT: &str = "sip_digest.subject.txt";
 const SIP_DIGEST_TEXT: &str = "sip_digest.txt";
 const SIP_DIGEST_HTML: &str = "sip_digest.html";
@@ -46,6 +49,18 @@ const EMBEDDED: &[(&str, &str)] = &[
     (
         MAINTENANCE_HTML,
         include_str!("../../config/templates/maintenance.html"),
+    ),
+    (
+        DISRUPTION_SUBJECT,
+        include_str!("../../config/templates/disruption.subject.txt"),
+    ),
+    (
+        DISRUPTION_TEXT,
+        include_str!("../../config/templates/disruption.txt"),
+    ),
+    (
+        DISRUPTION_HTML,
+        include_str!("../../config/templates/disruption.html"),
     ),
     (
         SIP_DIGEST_SUBJECT,
@@ -258,6 +273,11 @@ impl Templates {
         self.message(names, maintenance_context(notice))
     }
 
+    pub fn disruption(&self, notice: &DisruptionNotice) -> Result<Rendered, TemplateError> {
+        let names = [DISRUPTION_SUBJECT, DISRUPTION_TEXT, DISRUPTION_HTML];
+        self.message(names, Value::from(minijinja::value::Serde(notice)))
+    }
+
     pub fn sip_digest(&self, digest: &SipDigest) -> Result<Rendered, TemplateError> {
         let names = [SIP_DIGEST_SUBJECT, SIP_DIGEST_TEXT, SIP_DIGEST_HTML];
         self.message(names, Value::from(minijinja::value::Serde(digest)))
@@ -288,7 +308,10 @@ impl Templates {
     fn trial_render(&self) -> Result<(), TemplateError> {
         let maintenance = sample_notices().into_iter().map(|n| self.maintenance(&n));
         let digests = sample_digests().into_iter().map(|d| self.sip_digest(&d));
-        for rendered in maintenance.chain(digests) {
+        let disruptions = sample_disruptions()
+            .into_iter()
+            .map(|d| self.disruption(&d));
+        for rendered in maintenance.chain(digests).chain(disruptions) {
             if let Err(TemplateError::Render { template, error }) = rendered {
                 let name = error.name().unwrap_or(template);
                 let file = self
@@ -366,6 +389,78 @@ fn outcome(close_code: Option<&str>) -> &'static str {
         "unsuccessful" => "unsuccessful",
         _ => "unknown",
     }
+}
+
+/// A proactive disruption message to one contact.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DisruptionNotice {
+    /// `notice`, `update` or `resolved`.
+    pub kind: &'static str,
+    pub customer_name: String,
+    pub recipient_name: Option<String>,
+    pub reference: String,
+    /// RFC 3339, like every time the templates format.
+    pub started: String,
+    pub ended: Option<String>,
+    pub time_zone: String,
+    pub services: Vec<String>,
+    pub cis: Vec<String>,
+    pub alerts: Vec<DisruptionAlert>,
+    pub sequence: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DisruptionAlert {
+    pub summary: String,
+    pub ci: Option<String>,
+    pub service: Option<String>,
+    pub severity: Option<String>,
+    pub started: String,
+    pub ended: Option<String>,
+    /// `firing` or `resolved`.
+    pub status: String,
+}
+
+fn sample_disruptions() -> Vec<DisruptionNotice> {
+    let alert = DisruptionAlert {
+        summary: "Sample alert".into(),
+        ci: Some("sample-ci".into()),
+        service: Some("Sample service".into()),
+        severity: Some("critical".into()),
+        started: "2026-01-01T10:00:00Z".into(),
+        ended: Some("2026-01-01T11:00:00Z".into()),
+        status: "resolved".into(),
+    };
+    let firing = DisruptionAlert {
+        ci: None,
+        service: None,
+        severity: None,
+        ended: None,
+        status: "firing".into(),
+        ..alert.clone()
+    };
+    let notice = DisruptionNotice {
+        kind: "notice",
+        customer_name: "Sample Customer".into(),
+        recipient_name: Some("Sample Contact".into()),
+        reference: "DIS-sample-1".into(),
+        started: "2026-01-01T10:00:00Z".into(),
+        ended: None,
+        time_zone: "Europe/Paris".into(),
+        services: vec!["Sample service".into()],
+        cis: vec!["sample-ci".into()],
+        alerts: vec![firing, alert],
+        sequence: 0,
+    };
+    let resolved = DisruptionNotice {
+        kind: "resolved",
+        recipient_name: None,
+        ended: Some("2026-01-01T11:00:00Z".into()),
+        services: Vec::new(),
+        cis: Vec::new(),
+        ..notice.clone()
+    };
+    vec![notice, resolved]
 }
 
 /// The digest of overdue SIP actions, for the CSM team.

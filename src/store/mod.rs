@@ -2,6 +2,7 @@
 //! key encodings, checks the schema version at open, hands out the ingest
 //! [`journal`], and reads and writes the format-independent [`dump`].
 
+pub mod alerts;
 pub mod dump;
 mod itsm;
 pub mod journal;

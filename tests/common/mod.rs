@@ -6,11 +6,14 @@
 
 #![allow(dead_code)] // each test binary uses its own part of this module
 
+mod alertmanager;
 mod daemon;
 mod raw_http;
 mod smtp;
 
 // Re-exported for the test binaries; each uses some of them.
+#[allow(unused_imports)]
+pub use alertmanager::Alertmanager;
 #[allow(unused_imports)]
 pub use daemon::{Daemon, csmd_binary, csmd_command, run_cli};
 #[allow(unused_imports)]

@@ -1,0 +1,38 @@
+//! `/api/v1/alerts`: the alerts csmd knows, with their latest state.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{ApiError, AppState};
+use crate::model::{AlertStatus, ConnectorName};
+
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new().route("/alerts", get(list))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    connector: Option<ConnectorName>,
+    status: Option<AlertStatus>,
+}
+
+async fn list(
+    State(state): State<Arc<AppState>>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let store = state.store.clone();
+    let alerts =
+        tokio::task::spawn_blocking(move || store.alerts(query.connector.as_ref(), query.status))
+            .await
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    Ok(Json(json!({ "alerts": alerts })))
+}
