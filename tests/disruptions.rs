@@ -326,5 +326,22 @@ async fn an_alert_inside_a_change_under_way_is_not_a_disruption() {
         "{:?}",
         notices(&app, "acme").await
     );
+    // The alert is shown as held back by the change.
+    let told = app.api.admin_get("/api/v1/disruptions").await;
+    assert_eq!(told.status, 200, "{}", told.text);
+    let acme = told.json["customers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["customer"] == "acme")
+        .cloned()
+        .unwrap_or_else(|| panic!("acme in {}", told.text));
+    assert_eq!(acme["open"], Value::Null);
+    let held: Vec<_> = acme["during_maintenance"]
+        .as_object()
+        .unwrap()
+        .values()
+        .collect();
+    assert_eq!(held, [&json!("CHG0000042")]);
     app.stop().await;
 }

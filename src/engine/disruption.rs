@@ -73,6 +73,18 @@ pub struct Disruption {
     pub last_notice: DateTime<Utc>,
 }
 
+/// What every customer was told, by customer id.
+pub fn told(store: &Store) -> Result<BTreeMap<String, Told>, StoreError> {
+    Ok(store
+        .outbox_states(STATE_PREFIX)?
+        .into_iter()
+        .filter_map(|(name, bytes)| {
+            let customer = name.strip_prefix(STATE_PREFIX)?.to_string();
+            Some((customer, serde_json::from_slice(&bytes).ok()?))
+        })
+        .collect())
+}
+
 /// Everything the planner needs besides the store.
 pub struct Planner<'a> {
     pub customers: &'a [Customer],
@@ -80,6 +92,16 @@ pub struct Planner<'a> {
     pub default_time_zone: Tz,
     pub templates: &'a Templates,
     pub from: &'a lettre::message::Mailbox,
+}
+
+/// What one customer's disruption is planned from.
+#[derive(Clone, Copy)]
+struct Situation<'a> {
+    /// The alerts concerning the customer.
+    alerts: &'a [&'a AlertState],
+    impact: &'a Impact,
+    windows: &'a Windows,
+    now: DateTime<Utc>,
 }
 
 /// An alert occurrence: the alert and its start, so an alert that fires
@@ -109,14 +131,7 @@ impl Planner<'_> {
     /// messages were queued.
     pub fn run(&self, store: &Store, now: DateTime<Utc>) -> Result<usize, DisruptionError> {
         let mut alerts = store.firing_alerts()?;
-        let told: BTreeMap<String, Told> = store
-            .outbox_states(STATE_PREFIX)?
-            .into_iter()
-            .filter_map(|(name, bytes)| {
-                let customer = name.strip_prefix(STATE_PREFIX)?.to_string();
-                Some((customer, serde_json::from_slice(&bytes).ok()?))
-            })
-            .collect();
+        let told = told(store)?;
         let quiet = |t: &Told| t.open.is_none() && t.during_maintenance.is_empty();
         if alerts.is_empty() && told.values().all(quiet) {
             return Ok(0);
@@ -143,7 +158,13 @@ impl Planner<'_> {
             let before = told.get(customer.id.as_str()).cloned().unwrap_or_default();
             let mut after = before.clone();
             let theirs = self.alerts_of(customer, &alerts, &impact);
-            let sent = self.plan(customer, &theirs, &windows, &mut after, now, &mut messages)?;
+            let situation = Situation {
+                alerts: &theirs,
+                impact: &impact,
+                windows: &windows,
+                now,
+            };
+            let sent = self.plan(customer, &situation, &mut after, &mut messages)?;
             if after != before || sent {
                 states.push(StateChange::Put {
                     name: format!("{STATE_PREFIX}{}", customer.id),
@@ -230,12 +251,16 @@ impl Planner<'_> {
     fn plan(
         &self,
         customer: &Customer,
-        alerts: &[&AlertState],
-        windows: &Windows,
+        situation: &Situation<'_>,
         told: &mut Told,
-        now: DateTime<Utc>,
         messages: &mut Vec<OutboxMessage>,
     ) -> Result<bool, DisruptionError> {
+        let Situation {
+            alerts,
+            impact,
+            windows,
+            now,
+        } = *situation;
         let window = chrono::Duration::from_std(self.settings.group_window.0)
             .unwrap_or(chrono::Duration::zero());
         let interval = chrono::Duration::from_std(self.settings.group_interval.0)
@@ -299,7 +324,7 @@ impl Planner<'_> {
                 disruption.alerts.insert(key.clone(), told_about(alert));
             }
             disruption.notified = disruption.alerts.keys().cloned().collect();
-            self.messages(customer, &disruption, "notice", None, now, messages)?;
+            self.messages(customer, impact, &disruption, "notice", None, now, messages)?;
             tracing::info!(customer = %customer.id, reference = %disruption.reference, alerts = disruption.alerts.len(), "Disruption notice queued");
             told.open = Some(disruption);
             return Ok(true);
@@ -336,6 +361,7 @@ impl Planner<'_> {
             disruption.sequence += 1;
             self.messages(
                 customer,
+                impact,
                 &disruption,
                 "resolved",
                 Some(ended),
@@ -352,7 +378,7 @@ impl Planner<'_> {
             open.last_notice = now;
             open.notified = open.alerts.keys().cloned().collect();
             let disruption = open.clone();
-            self.messages(customer, &disruption, "update", None, now, messages)?;
+            self.messages(customer, impact, &disruption, "update", None, now, messages)?;
             tracing::info!(customer = %customer.id, reference = %disruption.reference, sequence = disruption.sequence, "Disruption update queued");
             return Ok(true);
         }
@@ -364,9 +390,11 @@ impl Planner<'_> {
     }
 
     /// One message per primary contact.
+    #[allow(clippy::too_many_arguments)]
     fn messages(
         &self,
         customer: &Customer,
+        impact: &Impact,
         disruption: &Disruption,
         kind: &'static str,
         ended: Option<DateTime<Utc>>,
@@ -392,7 +420,12 @@ impl Planner<'_> {
             ended: ended.map(rfc3339),
             time_zone: self.time_zone(customer).name().to_string(),
             services: set(|a| a.service.as_ref()),
-            cis: set(|a| a.ci.as_ref()),
+            // The customer's own equipment only, not the provider's
+            // behind a shared service.
+            cis: set(|a| a.ci.as_ref())
+                .into_iter()
+                .filter(|ci| impact.uses(&BTreeSet::from([ci.clone()]), &customer.id))
+                .collect(),
             alerts,
             sequence: disruption.sequence,
         };

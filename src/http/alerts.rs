@@ -1,4 +1,5 @@
-//! `/api/v1/alerts`: the alerts csmd knows, with their latest state.
+//! `/api/v1/alerts`: the alerts csmd knows, with their latest state, and
+//! `/api/v1/disruptions`: what each customer was told about them.
 
 use std::sync::Arc;
 
@@ -14,7 +15,9 @@ use super::{ApiError, AppState};
 use crate::model::{AlertStatus, ConnectorName};
 
 pub fn routes() -> Router<Arc<AppState>> {
-    Router::new().route("/alerts", get(list))
+    Router::new()
+        .route("/alerts", get(list))
+        .route("/disruptions", get(disruptions))
 }
 
 #[derive(Deserialize)]
@@ -35,4 +38,24 @@ async fn list(
             .await
             .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
     Ok(Json(json!({ "alerts": alerts })))
+}
+
+/// Per customer: the disruption open now, and the alerts held back because
+/// a change under way covers them ("during maintenance").
+async fn disruptions(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+    let store = state.store.clone();
+    let told = tokio::task::spawn_blocking(move || crate::engine::disruption::told(&store))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    let customers: Vec<Value> = told
+        .into_iter()
+        .map(|(customer, told)| {
+            json!({
+                "customer": customer,
+                "open": told.open,
+                "during_maintenance": told.during_maintenance,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "customers": customers })))
 }
