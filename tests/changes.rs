@@ -14,20 +14,10 @@ use itsm::{Connector, at, cli, first_sync, rfc3339_at, sync_now};
 use serde_json::{Value, json};
 use sim::servicenow::{DATETIME_FORMAT, Simulator};
 
-const CHANGE_FIELDS: &[&str] = &[
-    "number",
-    "state",
-    "type",
-    "short_description",
-    "start_date",
-    "end_date",
-    "work_start",
-    "work_end",
-    "close_code",
-    "cmdb_ci",
-    "u_billable",
-    "u_customer_requested",
-];
+/// The profile's change columns and the instance's own flag columns.
+fn change_fields() -> Vec<&'static str> {
+    [itsm::CHANGE_FIELDS, &["u_billable", "u_customer_requested"]].concat()
+}
 
 /// The instance's own columns for the flags, mapped as an operator would.
 const FLAG_FIELDS: &str = "[connector.streams.changes]\n\
@@ -37,7 +27,7 @@ const PUSH_TOKEN: &str = "token-of-the-business-rule";
 
 async fn instance() -> Simulator {
     Simulator::builder()
-        .table("change_request", CHANGE_FIELDS)
+        .table("change_request", &change_fields())
         .table("task_ci", &["task", "ci_item"])
         .table(
             "cmdb_ci",

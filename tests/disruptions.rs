@@ -263,21 +263,7 @@ async fn customers_of_an_alerting_ci_get_one_grouped_notice_an_update_and_a_reso
 #[tokio::test]
 async fn an_alert_inside_a_change_under_way_is_not_a_disruption() {
     let sn = sim::servicenow::Simulator::builder()
-        .table(
-            "change_request",
-            &[
-                "number",
-                "state",
-                "type",
-                "short_description",
-                "start_date",
-                "end_date",
-                "work_start",
-                "work_end",
-                "close_code",
-                "cmdb_ci",
-            ],
-        )
+        .table("change_request", itsm::CHANGE_FIELDS)
         .basic_user(itsm::USER, itsm::PASSWORD)
         .now(itsm::INSTANCE_NOW)
         .start()

@@ -12,25 +12,12 @@ use itsm::{Connector, first_sync, sync_now};
 use serde_json::{Value, json};
 use sim::servicenow::Simulator;
 
-const CHANGE_FIELDS: &[&str] = &[
-    "number",
-    "state",
-    "type",
-    "short_description",
-    "start_date",
-    "end_date",
-    "work_start",
-    "work_end",
-    "close_code",
-    "cmdb_ci",
-];
-
 /// The CI the example customers use, by sys_id.
 const CORE_SWITCH: &str = "0a1b2c3d4e5f60718293a4b5c6d7e8f9";
 
 async fn instance() -> Simulator {
     let sn = Simulator::builder()
-        .table("change_request", CHANGE_FIELDS)
+        .table("change_request", itsm::CHANGE_FIELDS)
         .basic_user(itsm::USER, itsm::PASSWORD)
         .start()
         .await;

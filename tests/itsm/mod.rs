@@ -41,6 +41,20 @@ pub const PROBLEM_FIELDS: &[&str] = &[
     "company",
 ];
 
+/// The change_request columns the profile reads.
+pub const CHANGE_FIELDS: &[&str] = &[
+    "number",
+    "state",
+    "type",
+    "short_description",
+    "start_date",
+    "end_date",
+    "work_start",
+    "work_end",
+    "close_code",
+    "cmdb_ci",
+];
+
 /// Every stream of the ServiceNow profile.
 pub const ALL_STREAMS: &[&str] = &[
     "accounts",
