@@ -15,7 +15,20 @@ const TOKEN: &str = "alertmanager-token";
 async fn app() -> TestApp {
     let mut config = ConfigDir::new();
     std::fs::write(config.dir().join("am_token"), format!("{TOKEN}\n")).expect("token file");
+    // acme uses the VPN service; its notices go out a second after the
+    // first alert.
+    std::fs::write(
+        config.customers_dir().join("acme.toml"),
+        "id = \"acme\"\nname = \"ACME Logistics SAS\"\ntime_zone = \"Europe/Paris\"\n\n\
+         [[contact]]\nname = \"Claire Martin\"\nemail = \"claire@acme.example\"\n\
+         roles = [\"primary\"]\n\n[[install_base]]\nservice = \"vpn\"\n",
+    )
+    .expect("customer file");
     config.extra = r#"
+[disruptions]
+group_window = "1s"
+group_interval = "1s"
+
 [[connector]]
 name = "monitoring"
 profile = "alertmanager"
@@ -64,6 +77,11 @@ async fn a_real_alertmanager_fires_and_resolves_an_alert_in_csmd() {
     assert_eq!(firing["severity"], "critical");
     assert_eq!(firing["summary"], "core-sw-par-01 is down");
     assert!(firing["starts_at"].is_string(), "{firing}");
+    // ... and queued acme's disruption notice.
+    wait_until("acme's notice", PATIENCE, || async {
+        outbox_kinds(&app).await == ["disruption"]
+    })
+    .await;
 
     am.resolve(&labels).await;
     let fingerprint = firing["source_id"].as_str().unwrap().to_string();
@@ -77,7 +95,25 @@ async fn a_real_alertmanager_fires_and_resolves_an_alert_in_csmd() {
     assert!(resolved["ends_at"].is_string(), "{resolved}");
     assert_eq!(resolved["starts_at"], firing["starts_at"]);
     assert_eq!(alerts(&app).await.len(), 1);
+    wait_until("acme's resolution", PATIENCE, || async {
+        outbox_kinds(&app).await == ["disruption", "disruption_resolved"]
+    })
+    .await;
     app.stop().await;
+}
+
+/// The kinds of acme's outbox messages, oldest first.
+async fn outbox_kinds(app: &TestApp) -> Vec<String> {
+    let reply = app.api.admin_get("/api/v1/outbox?customer=acme").await;
+    let mut messages = reply.json["messages"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    messages.sort_by_key(|m| m["created_at"].as_str().unwrap_or_default().to_string());
+    messages
+        .iter()
+        .map(|m| m["kind"].as_str().unwrap_or_default().to_string())
+        .collect()
 }
 
 #[tokio::test]
