@@ -22,7 +22,6 @@ use crate::connector::rest::poll::Poller;
 use crate::connector::rest::task::{self, PollerHandle};
 use crate::connector::rest::writer::{self, Writer, WriterHandle};
 use crate::engine;
-use crate::model::outbox::MessageStatus;
 use crate::notify::templates::{Branding, Templates};
 use crate::notify::transport::Transport;
 use crate::notify::worker::{Composer, OutboxHandle, RetryPolicy, Worker, count_outbox};
@@ -100,7 +99,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let ConnectorTasks { pollers, writers } =
         start_pollers(&config, &store, &journal, &metrics, &shutdown, &tasks)?;
     let templates = Arc::new(load_templates(&config.email).map_err(StartError::Email)?);
-    let from = config.email.from.clone();
+    // Fixed at start, like the worker's: it is in every calendar UID.
+    let from = Arc::new(config.email.from.clone());
     let transport = Transport::build(&config.email.transport).map_err(StartError::Email)?;
     let outbox = OutboxHandle::default();
     count_outbox(&store, &metrics);
@@ -129,8 +129,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         pollers,
         writers,
         outbox: outbox.clone(),
-        templates: templates.clone(),
-        from: Arc::new(from),
+        templates,
+        from,
     });
     let reading = state.clone();
     tasks.spawn(engine::run(
@@ -145,80 +145,57 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         move || reading.config.load_full(),
         shutdown.clone(),
     ));
-    let planning = state.clone();
-    let from = state.from.clone();
-    let planner = move || {
-        let config = planning.config.load_full();
-        let queued = engine::maintenance::Planner {
-            customers: &config.customers,
-            settings: &config.maintenance,
-            default_time_zone: config.daemon.time_zone.0,
-            templates: &templates,
-            from: &from,
-        }
-        .run(&planning.store, chrono::Utc::now())?;
-        planning
-            .metrics
-            .outbox_moved(None, Some(MessageStatus::Pending), queued);
-        // Repeated incidents, then RCA action items, become SIP actions
-        // after the same ITSM changes (in this order, so an RCA action seen
-        // means the incidents applied before it were counted). Each reads a
-        // whole tree, so each runs only when its inputs changed.
-        let sources = engine::sip::SipSources::of(&config);
-        let kinds = changed.take();
-        let who_uses_what = ["accounts", "cis", "install_base"];
-        let now = chrono::Utc::now();
-        if (kinds.any(&["incidents"]) || kinds.any(&who_uses_what))
-            && let Err(e) = sources.sync_chronic(&planning.store, now)
-        {
-            tracing::error!(error = %e, "Creating SIP actions for chronic incidents failed");
-            changed.mark(u16::MAX); // try again at the next run
-        }
-        if (kinds.any(&["problems", "problem_tasks"]) || kinds.any(&who_uses_what))
-            && let Err(e) = sources.sync_rca(&planning.store, now)
-        {
-            tracing::error!(error = %e, "Creating SIP actions from RCA action items failed");
-            changed.mark(u16::MAX);
-        }
-        Ok(queued)
+    // The planners: each runs on a blocking thread after its signal.
+    let queued = {
+        let state = state.clone();
+        move |n: usize| state.messages_queued(n)
     };
-    let wake = outbox.clone();
-    tasks.spawn(engine::run_maintenance(
-        applied,
-        planner,
-        move || wake.wake(),
+    let planning = state.clone();
+    tasks.spawn(engine::run_planner(
+        "maintenance",
+        applied.clone(),
+        move || {
+            let config = planning.config.load_full();
+            let queued = engine::maintenance::Planner {
+                customers: &config.customers,
+                settings: &config.maintenance,
+                default_time_zone: config.daemon.time_zone.0,
+                templates: &planning.templates,
+                from: &planning.from,
+            }
+            .run(&planning.store, chrono::Utc::now())?;
+            Ok::<_, engine::NoticeError>(engine::Planned { queued, due: None })
+        },
+        queued.clone(),
         shutdown.clone(),
     ));
-    let disruptions = state.clone();
-    let (templates_d, from_d) = (state.templates.clone(), state.from.clone());
-    let tick = state
-        .config
-        .load()
-        .disruptions
-        .group_window
-        .0
-        .clamp(Duration::from_secs(1), Duration::from_secs(5));
-    let disruption_planner = move || {
-        let config = disruptions.config.load_full();
-        let queued = engine::disruption::Planner {
-            customers: &config.customers,
-            settings: &config.disruptions,
-            default_time_zone: config.daemon.time_zone.0,
-            templates: &templates_d,
-            from: &from_d,
-        }
-        .run(&disruptions.store, chrono::Utc::now())?;
-        disruptions
-            .metrics
-            .outbox_moved(None, Some(MessageStatus::Pending), queued);
-        Ok(queued)
-    };
-    let wake = outbox.clone();
-    tasks.spawn(engine::run_disruptions(
+    let sourcing = state.clone();
+    tasks.spawn(engine::run_planner(
+        "sip sources",
+        applied,
+        move || {
+            sip_sources(&sourcing, &changed);
+            Ok::<_, std::convert::Infallible>(engine::Planned::default())
+        },
+        queued.clone(),
+        shutdown.clone(),
+    ));
+    let disrupting = state.clone();
+    tasks.spawn(engine::run_planner(
+        "disruptions",
         alerted,
-        tick,
-        disruption_planner,
-        move || wake.wake(),
+        move || {
+            let config = disrupting.config.load_full();
+            engine::disruption::Planner {
+                customers: &config.customers,
+                settings: &config.disruptions,
+                default_time_zone: config.daemon.time_zone.0,
+                templates: &disrupting.templates,
+                from: &disrupting.from,
+            }
+            .run(&disrupting.store, chrono::Utc::now())
+        },
+        queued,
         shutdown.clone(),
     ));
     let digest = state.clone();
@@ -261,6 +238,31 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     })
 }
 
+/// Repeated incidents, then RCA action items, become SIP actions after the
+/// ITSM records they are read from changed (in this order, so an RCA action
+/// seen means the incidents applied before it were counted). Each reads a
+/// whole tree, so each runs only when its inputs changed; one that fails
+/// runs again next time.
+fn sip_sources(state: &AppState, changed: &engine::ChangedKinds) {
+    let config = state.config.load();
+    let sources = engine::sip::SipSources::of(&config);
+    let kinds = changed.take();
+    let who_uses_what = ["accounts", "cis", "install_base"];
+    let now = chrono::Utc::now();
+    if (kinds.any(&["incidents"]) || kinds.any(&who_uses_what))
+        && let Err(e) = sources.sync_chronic(&state.store, now)
+    {
+        tracing::error!(error = %e, "Creating SIP actions for chronic incidents failed");
+        changed.mark(u16::MAX);
+    }
+    if (kinds.any(&["problems", "problem_tasks"]) || kinds.any(&who_uses_what))
+        && let Err(e) = sources.sync_rca(&state.store, now)
+    {
+        tracing::error!(error = %e, "Creating SIP actions from RCA action items failed");
+        changed.mark(u16::MAX);
+    }
+}
+
 /// A digest missed while csmd was down is still sent when it starts this
 /// soon after; an older one is stale news.
 const DIGEST_CATCH_UP: chrono::Duration = chrono::Duration::hours(12);
@@ -280,10 +282,7 @@ pub fn queue_sip_digest(
         chrono::Utc::now(),
     )?;
     if queued > 0 {
-        state
-            .metrics
-            .outbox_moved(None, Some(MessageStatus::Pending), queued);
-        state.outbox.wake();
+        state.messages_queued(queued);
     }
     Ok(queued)
 }

@@ -5,16 +5,17 @@
 
 mod common;
 
-use common::{Alertmanager, ConfigDir, PATIENCE, TestApp, bearer, metric, wait_until};
+use common::{
+    Alertmanager, ConfigDir, MONITORING_TOKEN, PATIENCE, TestApp, add_monitoring_connector, bearer,
+    metric, wait_until,
+};
 use serde_json::{Value, json};
-
-const TOKEN: &str = "alertmanager-token";
 
 /// csmd with one `alertmanager` connector, `monitoring`, behind a bearer
 /// token.
 async fn app() -> TestApp {
     let mut config = ConfigDir::new();
-    std::fs::write(config.dir().join("am_token"), format!("{TOKEN}\n")).expect("token file");
+    add_monitoring_connector(&mut config);
     // acme uses the VPN service; its notices go out a second after the
     // first alert.
     std::fs::write(
@@ -24,33 +25,7 @@ async fn app() -> TestApp {
          roles = [\"primary\"]\n\n[[install_base]]\nservice = \"vpn\"\n",
     )
     .expect("customer file");
-    config.extra = r#"
-[disruptions]
-group_window = "1s"
-group_interval = "1s"
-
-[[connector]]
-name = "monitoring"
-profile = "alertmanager"
-[connector.webhook]
-auth = "bearer"
-token = { file = "am_token" }
-"#
-    .into();
     TestApp::start(config).await
-}
-
-async fn alerts(app: &TestApp) -> Vec<Value> {
-    let reply = app.api.admin_get("/api/v1/alerts").await;
-    assert_eq!(reply.status, 200, "{}", reply.text);
-    reply.json["alerts"].as_array().expect("alerts").clone()
-}
-
-async fn alert(app: &TestApp, fingerprint: &str) -> Option<Value> {
-    alerts(app)
-        .await
-        .into_iter()
-        .find(|a| a["source_id"] == fingerprint)
 }
 
 fn fixture(name: &str) -> Value {
@@ -61,16 +36,20 @@ fn fixture(name: &str) -> Value {
 #[tokio::test]
 async fn a_real_alertmanager_fires_and_resolves_an_alert_in_csmd() {
     let app = app().await;
-    let am = Alertmanager::start(&app.api.url("/webhooks/monitoring"), TOKEN).await;
+    let am = Alertmanager::start(&app.api.url("/webhooks/monitoring"), MONITORING_TOKEN).await;
     let labels = json!({"alertname": "InstanceDown", "instance": "core-sw-par-01:9100",
                         "job": "node", "service": "vpn", "severity": "critical"});
     am.fire(&[json!({"labels": labels, "annotations": {"summary": "core-sw-par-01 is down"}})])
         .await;
     wait_until("the firing alert in csmd", PATIENCE, || async {
-        alerts(&app).await.iter().any(|a| a["status"] == "firing")
+        app.api
+            .alerts()
+            .await
+            .iter()
+            .any(|a| a["status"] == "firing")
     })
     .await;
-    let firing = alerts(&app).await.remove(0);
+    let firing = app.api.alerts().await.remove(0);
     assert_eq!(firing["connector"], "monitoring");
     assert_eq!(firing["ci"], "core-sw-par-01");
     assert_eq!(firing["service"], "vpn");
@@ -86,15 +65,16 @@ async fn a_real_alertmanager_fires_and_resolves_an_alert_in_csmd() {
     am.resolve(&labels).await;
     let fingerprint = firing["source_id"].as_str().unwrap().to_string();
     wait_until("the resolution in csmd", PATIENCE, || async {
-        alert(&app, &fingerprint)
+        app.api
+            .alert(&fingerprint)
             .await
             .is_some_and(|a| a["status"] == "resolved")
     })
     .await;
-    let resolved = alert(&app, &fingerprint).await.unwrap();
+    let resolved = app.api.alert(&fingerprint).await.unwrap();
     assert!(resolved["ends_at"].is_string(), "{resolved}");
     assert_eq!(resolved["starts_at"], firing["starts_at"]);
-    assert_eq!(alerts(&app).await.len(), 1);
+    assert_eq!(app.api.alerts().await.len(), 1);
     wait_until("acme's resolution", PATIENCE, || async {
         outbox_kinds(&app).await == ["disruption", "disruption_resolved"]
     })
@@ -122,7 +102,7 @@ async fn repeated_and_late_deliveries_never_move_an_alert_backwards() {
     let post = |body: Value| {
         let api = app.api.clone();
         async move {
-            api.post_webhook("monitoring", &bearer(TOKEN), body.to_string())
+            api.post_webhook("monitoring", &bearer(MONITORING_TOKEN), body.to_string())
                 .await
         }
     };
@@ -136,12 +116,16 @@ async fn repeated_and_late_deliveries_never_move_an_alert_backwards() {
         assert_eq!(reply.status, 200, "{}", reply.text);
     }
     wait_until("the alert", PATIENCE, || async {
-        alert(&app, &fingerprint)
+        app.api
+            .alert(&fingerprint)
             .await
             .is_some_and(|a| a["deliveries"] == 2)
     })
     .await;
-    assert_eq!(alert(&app, &fingerprint).await.unwrap()["status"], "firing");
+    assert_eq!(
+        app.api.alert(&fingerprint).await.unwrap()["status"],
+        "firing"
+    );
 
     let reply = post(fixture("resolved.json")).await;
     assert_eq!(reply.status, 200, "{}", reply.text);
@@ -153,10 +137,10 @@ async fn repeated_and_late_deliveries_never_move_an_alert_backwards() {
     barrier["truncatedAlerts"] = json!(3);
     assert_eq!(post(barrier).await.status, 200);
     wait_until("the barrier", PATIENCE, || async {
-        alert(&app, "barrier0000000001").await.is_some()
+        app.api.alert("barrier0000000001").await.is_some()
     })
     .await;
-    let after = alert(&app, &fingerprint).await.unwrap();
+    let after = app.api.alert(&fingerprint).await.unwrap();
     assert_eq!(after["status"], "resolved", "{after}");
     assert!(after["ends_at"].is_string());
 

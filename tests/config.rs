@@ -418,7 +418,7 @@ name = "monitoring"
 profile = "webhook-json"
 "#,
             errors: &[
-                r#"{dir}/csmd.toml:5:8: connector `monitoring` has no [connector.webhook] section; set auth = "bearer", "standard-webhooks" or "none""#,
+                r#"{dir}/csmd.toml:5:8: connector `monitoring` has no [connector.webhook] section; set auth = "bearer", "standard-webhooks", "hmac-sha256" or "none""#,
             ],
             ..CASE
         },

@@ -9,10 +9,10 @@ mod common;
 mod itsm;
 mod sim;
 
-use common::{ConfigDir, PATIENCE, TestApp, bearer, wait_until};
+use common::{
+    ConfigDir, MONITORING_TOKEN, PATIENCE, TestApp, add_monitoring_connector, bearer, wait_until,
+};
 use serde_json::{Value, json};
-
-const TOKEN: &str = "alertmanager-token";
 
 /// A customer file: a primary contact, the install base and contract lines.
 fn customer(id: &str, install_base: &str, contract: &str) -> String {
@@ -23,21 +23,10 @@ fn customer(id: &str, install_base: &str, contract: &str) -> String {
     )
 }
 
-/// The alertmanager connector and short disruption timers, in `config`.
+/// The alertmanager connector, short disruption timers and four customers,
+/// in `config`: acme on its own switch, the others on a shared VPN gateway.
 fn monitoring(config: &mut ConfigDir) {
-    std::fs::write(config.dir().join("am_token"), format!("{TOKEN}\n")).expect("token file");
-    config.extra += r#"
-[disruptions]
-group_window = "1s"
-group_interval = "1s"
-
-[[connector]]
-name = "monitoring"
-profile = "alertmanager"
-[connector.webhook]
-auth = "bearer"
-token = { file = "am_token" }
-"#;
+    add_monitoring_connector(config);
     let customers = config.customers_dir();
     let write = |id: &str, text: String| {
         std::fs::write(customers.join(format!("{id}.toml")), text).expect("customer file")
@@ -127,7 +116,7 @@ async fn kinds(app: &TestApp, customer: &str) -> Vec<String> {
 async fn post(app: &TestApp, body: String) {
     let reply = app
         .api
-        .post_webhook("monitoring", &bearer(TOKEN), body)
+        .post_webhook("monitoring", &bearer(MONITORING_TOKEN), body)
         .await;
     assert_eq!(reply.status, 200, "{}", reply.text);
 }
@@ -159,13 +148,7 @@ async fn customers_of_an_alerting_ci_get_one_grouped_notice_an_update_and_a_reso
         subject,
         "Service disruption since Sun 22 Nov 2026, 11:00 CET"
     );
-    let id = acme["id"].as_str().unwrap();
-    let full = app
-        .api
-        .admin_get(&format!("/api/v1/outbox/{id}"))
-        .await
-        .json;
-    let text = full["text"].as_str().unwrap();
+    let text = app.api.outbox_text(acme).await;
     // acme uses the switch only: its notice names it, not the gateway.
     assert!(text.contains("Core switch down"), "{text}");
     assert!(!text.contains("VPN gateway down"), "{text}");
@@ -174,15 +157,8 @@ async fn customers_of_an_alerting_ci_get_one_grouped_notice_an_update_and_a_reso
         "{text}"
     );
     let globex = &notices(&app, "globex").await[0];
-    let full = app
-        .api
-        .admin_get(&format!(
-            "/api/v1/outbox/{}",
-            globex["id"].as_str().unwrap()
-        ))
-        .await
-        .json;
-    assert!(full["text"].as_str().unwrap().contains("VPN gateway down"));
+    let text = app.api.outbox_text(globex).await;
+    assert!(text.contains("VPN gateway down"), "{text}");
 
     // Another alert on acme's switch joins the open disruption: an update.
     post(
@@ -234,29 +210,39 @@ async fn customers_of_an_alerting_ci_get_one_grouped_notice_an_update_and_a_reso
             .starts_with("Resolved: Service disruption since"),
         "{resolved}"
     );
-    let full = app
-        .api
-        .admin_get(&format!(
-            "/api/v1/outbox/{}",
-            resolved["id"].as_str().unwrap()
-        ))
-        .await
-        .json;
-    assert!(
-        full["text"].as_str().unwrap().contains("Duration:"),
-        "{full}"
-    );
+    let text = app.api.outbox_text(resolved).await;
+    assert!(text.contains("Duration:"), "{text}");
 
-    // The customer that opted out and the one that wants only critical
-    // alerts heard nothing; repeated deliveries sent nothing more.
-    assert!(kinds(&app, "initech").await.is_empty());
-    assert!(kinds(&app, "hooli").await.is_empty());
+    // A repeated delivery sends nothing more. A new alert on acme's switch,
+    // starting now, is the barrier: once its notice is queued, the planner
+    // has seen the repeat.
     post(
         &app,
         delivery(&[("fp-gw", "resolved", "vpn-gw-1", "VPN gateway down")]),
     )
     .await;
-    assert_eq!(kinds(&app, "globex").await.len(), 2);
+    let mut barrier: Value = serde_json::from_str(&delivery(&[(
+        "fp-switch-3",
+        "firing",
+        "core-sw-par-01",
+        "Switch rebooted",
+    )]))
+    .unwrap();
+    barrier["alerts"][0]["startsAt"] = json!(chrono::Utc::now().to_rfc3339());
+    post(&app, barrier.to_string()).await;
+    wait_until("acme's new disruption", PATIENCE, || async {
+        kinds(&app, "acme").await.len() == 4
+    })
+    .await;
+    assert_eq!(kinds(&app, "acme").await[3], "disruption");
+    assert_eq!(
+        kinds(&app, "globex").await,
+        ["disruption", "disruption_resolved"]
+    );
+    // The customer that opted out and the one that wants only critical
+    // alerts heard nothing.
+    assert!(kinds(&app, "initech").await.is_empty());
+    assert!(kinds(&app, "hooli").await.is_empty());
     app.stop().await;
 }
 

@@ -7,9 +7,7 @@
 mod common;
 
 use common::{ConfigDir, PATIENCE, TestApp, metric, unix_now, wait_until};
-use hmac::{Hmac, KeyInit, Mac};
-use serde_json::Value;
-use sha2::Sha256;
+use csmd::http::auth::sign_hmac_sha256;
 
 /// The contact point's HMAC secret, as Grafana holds it.
 const SECRET: &str = "grafana-hmac-secret-for-the-tests-0123";
@@ -47,14 +45,15 @@ tolerance = "2m"
     TestApp::start(config).await
 }
 
-/// The hex HMAC-SHA256 Grafana sends (grafana/alerting, `http/hmac.go`).
+/// The hex HMAC-SHA256 Grafana sends (grafana/alerting, `http/hmac.go`);
+/// csmd's unit tests check the scheme against openssl.
 fn signature(secret: &str, timestamp: Option<i64>, body: &[u8]) -> String {
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret.as_bytes()).expect("any key");
-    if let Some(ts) = timestamp {
-        mac.update(format!("{ts}:").as_bytes());
-    }
-    mac.update(body);
-    hex::encode(mac.finalize().into_bytes())
+    let timestamp = timestamp.map(|ts| ts.to_string());
+    hex::encode(sign_hmac_sha256(
+        secret.as_bytes(),
+        timestamp.as_deref(),
+        body,
+    ))
 }
 
 fn signed(body: &[u8]) -> Vec<(String, String)> {
@@ -75,19 +74,6 @@ fn fixture(name: &str) -> Vec<u8> {
     .expect("fixture")
 }
 
-async fn alerts(app: &TestApp) -> Vec<Value> {
-    let reply = app.api.admin_get("/api/v1/alerts").await;
-    assert_eq!(reply.status, 200, "{}", reply.text);
-    reply.json["alerts"].as_array().expect("alerts").clone()
-}
-
-async fn alert(app: &TestApp, fingerprint: &str) -> Option<Value> {
-    alerts(app)
-        .await
-        .into_iter()
-        .find(|a| a["source_id"] == fingerprint)
-}
-
 const PAR: &str = "c6eadffa33fcdf37";
 const LYO: &str = "bc97ff14869b13e3";
 
@@ -102,7 +88,8 @@ async fn a_signed_grafana_notification_fires_then_resolves_its_alerts() {
     assert_eq!(reply.status, 200, "{}", reply.text);
     assert_eq!(reply.json["stored"], 2, "{}", reply.text);
     wait_until("both firing alerts in csmd", PATIENCE, || async {
-        alerts(&app)
+        app.api
+            .alerts()
             .await
             .iter()
             .filter(|a| a["status"] == "firing")
@@ -110,7 +97,7 @@ async fn a_signed_grafana_notification_fires_then_resolves_its_alerts() {
             == 2
     })
     .await;
-    let par = alert(&app, PAR).await.expect("the Paris alert");
+    let par = app.api.alert(PAR).await.expect("the Paris alert");
     assert_eq!(par["connector"], "grafana");
     assert_eq!(par["ci"], "core-sw-par-01");
     assert_eq!(par["service"], "vpn");
@@ -119,7 +106,7 @@ async fn a_signed_grafana_notification_fires_then_resolves_its_alerts() {
     // Grafana writes local times with an offset; csmd keeps them in UTC.
     assert_eq!(par["starts_at"], "2026-11-23T09:51:00Z");
     assert!(par["ends_at"].is_null(), "{par}");
-    let lyo = alert(&app, LYO).await.expect("the Lyon alert");
+    let lyo = app.api.alert(LYO).await.expect("the Lyon alert");
     assert_eq!(lyo["ci"], "edge-rtr-lyo-02");
     // No `service` label: the job is the service.
     assert_eq!(lyo["service"], "node");
@@ -131,13 +118,17 @@ async fn a_signed_grafana_notification_fires_then_resolves_its_alerts() {
         .await;
     assert_eq!(reply.status, 200, "{}", reply.text);
     wait_until("both alerts resolved", PATIENCE, || async {
-        alerts(&app).await.iter().all(|a| a["status"] == "resolved")
+        app.api
+            .alerts()
+            .await
+            .iter()
+            .all(|a| a["status"] == "resolved")
     })
     .await;
-    let par = alert(&app, PAR).await.unwrap();
+    let par = app.api.alert(PAR).await.unwrap();
     assert_eq!(par["ends_at"], "2026-11-23T10:07:00Z");
     assert_eq!(par["starts_at"], "2026-11-23T09:51:00Z");
-    assert_eq!(alerts(&app).await.len(), 2);
+    assert_eq!(app.api.alerts().await.len(), 2);
 
     // With a timestamp header, `{timestamp}:{body}` is what is signed.
     let now = unix_now();
@@ -204,7 +195,7 @@ async fn wrong_missing_or_stale_signatures_get_401_and_store_nothing() {
     );
 
     assert_eq!(app.api.journal_total().await, before);
-    assert!(alerts(&app).await.is_empty());
+    assert!(app.api.alerts().await.is_empty());
     let metrics = app.api.metrics().await;
     let rejected = |connector: &str, reason: &str| {
         metric(

@@ -5,7 +5,7 @@ use clap::Subcommand;
 use serde_json::Value;
 
 use super::Client;
-use super::output::{Table, print_json, text};
+use super::output::{Table, print_json, short_time, text};
 
 #[derive(Debug, Subcommand)]
 pub enum ChangesCommand {
@@ -178,11 +178,7 @@ fn show(change: &Value) {
     for step in change["history"].as_array().into_iter().flatten() {
         let rescheduled = &step["rescheduled"];
         history.row([
-            text(&step["at"])
-                .chars()
-                .take(19)
-                .collect::<String>()
-                .replace('T', " "),
+            short_time(&step["at"]),
             text(&step["from"]),
             text(&step["to"]),
             if rescheduled.is_null() {
@@ -228,11 +224,7 @@ fn list(values: &Value, show: impl Fn(&Value) -> String) -> String {
 
 /// An RFC 3339 UTC time as `YYYY-MM-DD HH:MM`.
 fn time(value: &Value) -> String {
-    text(value)
-        .chars()
-        .take(16)
-        .collect::<String>()
-        .replace('T', " ")
+    short_time(value).chars().take(16).collect()
 }
 
 fn window(start: &Value, end: &Value) -> String {

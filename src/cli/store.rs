@@ -88,11 +88,8 @@ fn write_complete_file(
 
 fn import(config: &Path, file: Option<&Path>) -> anyhow::Result<()> {
     let store = store_dir(config)?;
-    let summary = match file {
+    let summary = match file.filter(|path| *path != Path::new("-")) {
         None => dump::import(&store, std::io::stdin().lock(), "<stdin>")?,
-        Some(path) if path == Path::new("-") => {
-            dump::import(&store, std::io::stdin().lock(), "<stdin>")?
-        }
         Some(path) => {
             let input =
                 File::open(path).with_context(|| format!("cannot read {}", path.display()))?;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use base64::Engine as _;
-use secrecy::{SecretBox, SecretString};
+use secrecy::{ExposeSecret, SecretBox, SecretString};
 
 use super::diag::{Diagnostics, SourceFile};
 use super::sections::{ConnectorSection, DaemonSection, UpstreamAuthKind, WebhookAuthKind};
@@ -234,7 +234,7 @@ fn resolve_webhook_auth(
         diags.push(source.at(
             section.name.span(),
             format!(
-                "connector `{}` has no [connector.webhook] section; set auth = \"bearer\", \"standard-webhooks\" or \"none\"",
+                "connector `{}` has no [connector.webhook] section; set auth = \"bearer\", \"standard-webhooks\", \"hmac-sha256\" or \"none\"",
                 section.name.get_ref()
             ),
         ));
@@ -293,7 +293,6 @@ fn resolve_webhook_auth(
                 return None;
             };
             let key = resolve_secret(source, secret, secrets, diags).filter(|key| {
-                use secrecy::ExposeSecret;
                 let long_enough = key.expose_secret().len() >= MIN_HMAC_SECRET_BYTES;
                 if !long_enough {
                     diags.push(at(
@@ -351,7 +350,6 @@ fn resolve_webhook_auth(
 
 /// Decodes a Standard Webhooks secret, `whsec_` followed by base64.
 fn signing_key(secret: &SecretString) -> Result<SecretBox<Vec<u8>>, &'static str> {
-    use secrecy::ExposeSecret;
     let encoded = secret.expose_secret();
     let encoded = encoded.strip_prefix("whsec_").unwrap_or(encoded);
     let key = base64::engine::general_purpose::STANDARD

@@ -7,13 +7,15 @@
 
 use std::str::FromStr;
 
-use chrono::{DateTime, Datelike, NaiveDate, TimeZone as _, Utc};
+use chrono::{DateTime, Months, NaiveDate, TimeZone as _, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
 use super::impact::{AffectedCustomer, Impact};
 use crate::config::Customer;
-use crate::model::itsm::{Change, ChangeState, ChangeTransition, ItsmRecord};
+use crate::model::itsm::{
+    Change, ChangeState, ChangeTransition, ItsmRecord, close_outcome, normalised_close_code,
+};
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +107,31 @@ pub enum View {
     Overdue,
 }
 
+impl View {
+    /// Whether `change` belongs in this view at `now`.
+    fn includes(self, change: &ChangeView, now: DateTime<Utc>) -> bool {
+        match self {
+            View::Upcoming => {
+                change.open && change.change.planned_start.is_some_and(|start| start > now)
+            }
+            View::Executed => change.executed.is_some(),
+            View::Failed => change.failed,
+            View::Overdue => change.overdue,
+        }
+    }
+
+    /// The time this view orders changes by (then by number); none orders
+    /// by number alone.
+    fn order_time(self, change: &ChangeView) -> Option<DateTime<Utc>> {
+        match self {
+            View::Upcoming => change.change.planned_start,
+            View::Overdue => change.change.planned_end,
+            View::Executed => change.executed.map(|e| e.end),
+            View::Failed => None,
+        }
+    }
+}
+
 /// `status=`: a group of states or one state by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StatusFilter {
@@ -178,12 +205,10 @@ impl FromStr for Month {
 impl Month {
     /// The month's first instant and the next month's, in `tz`.
     pub fn bounds(&self, tz: Tz) -> (DateTime<Utc>, DateTime<Utc>) {
-        let next = if self.first_day.month() == 12 {
-            NaiveDate::from_ymd_opt(self.first_day.year() + 1, 1, 1)
-        } else {
-            NaiveDate::from_ymd_opt(self.first_day.year(), self.first_day.month() + 1, 1)
-        }
-        .unwrap_or(NaiveDate::MAX);
+        let next = self
+            .first_day
+            .checked_add_months(Months::new(1))
+            .unwrap_or(NaiveDate::MAX);
         let midnight = |day: NaiveDate| {
             let local = day.and_hms_opt(0, 0, 0).unwrap_or_default();
             // A zone whose clocks skip midnight starts the day at the
@@ -235,46 +260,15 @@ pub fn list(
                 view.executed.is_some_and(|e| from <= e.end && e.end < to)
             })
             && query.overdue.is_none_or(|o| view.overdue == o)
-            && match query.view {
-                None => true,
-                Some(View::Upcoming) => {
-                    view.open
-                        && view
-                            .change
-                            .planned_start
-                            .is_some_and(|start| start > context.now)
-                }
-                Some(View::Executed) => view.executed.is_some(),
-                Some(View::Failed) => view.failed,
-                Some(View::Overdue) => view.overdue,
-            };
+            && query.view.is_none_or(|v| v.includes(&view, context.now));
         if selected {
             views.push(view);
         }
     }
     // A month on its own lists what was executed in it.
     let order = query.view.or(query.month.map(|_| View::Executed));
-    match order {
-        Some(View::Upcoming) => {
-            views.sort_by(|a, b| {
-                (a.change.planned_start, &a.change.number)
-                    .cmp(&(b.change.planned_start, &b.change.number))
-            });
-        }
-        Some(View::Overdue) => {
-            views.sort_by(|a, b| {
-                (a.change.planned_end, &a.change.number)
-                    .cmp(&(b.change.planned_end, &b.change.number))
-            });
-        }
-        Some(View::Executed) => {
-            views.sort_by(|a, b| {
-                (a.executed.map(|e| e.end), &a.change.number)
-                    .cmp(&(b.executed.map(|e| e.end), &b.change.number))
-            });
-        }
-        Some(View::Failed) | None => views.sort_by(|a, b| a.change.number.cmp(&b.change.number)),
-    }
+    let time = |view: &ChangeView| order.and_then(|o| o.order_time(view));
+    views.sort_by(|a, b| (time(a), &a.change.number).cmp(&(time(b), &b.change.number)));
     Ok(views)
 }
 
@@ -318,9 +312,10 @@ fn view(
             id,
         })
         .collect();
+    let open = change.state.is_open();
     Ok(ChangeView {
-        open: change.state.is_open(),
-        overdue: change.state.is_open() && change.planned_end.is_some_and(|e| e < context.now),
+        open,
+        overdue: open && change.planned_end.is_some_and(|e| e < context.now),
         failed: failed(&change, &history),
         executed: executed(&change),
         cis,
@@ -334,18 +329,16 @@ fn view(
 /// `backout`), or cancelled after it reached Implement: by its history, or
 /// by a recorded work start when the polls missed the Implement state.
 fn failed(change: &Change, history: &[ChangeTransition]) -> bool {
-    let code = change
-        .close_code
-        .as_deref()
-        .unwrap_or_default()
-        .to_ascii_lowercase();
+    let code = normalised_close_code(change.close_code.as_deref());
     let backed_out = code.contains("backed") || code.contains("backout");
     let cancelled_under_way = change.state == ChangeState::Canceled
         && (change.work_start.is_some()
             || history
                 .iter()
                 .any(|t| t.to == ChangeState::Implement || t.from == Some(ChangeState::Implement)));
-    code == "unsuccessful" || backed_out || cancelled_under_way
+    close_outcome(change.close_code.as_deref()) == "unsuccessful"
+        || backed_out
+        || cancelled_under_way
 }
 
 /// The work window when the ITSM recorded its end; else, for a change in

@@ -23,13 +23,14 @@ use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
 use super::impact::Impact;
+use super::{NoticeError, Planned};
 use crate::config::customer::{ContactRole, Severity};
 use crate::config::{Customer, DisruptionsSection};
 use crate::model::alert::AlertState;
 use crate::model::itsm::{ChangeState, ItsmRecord};
 use crate::model::outbox::{Draft, MessageKind, OutboxMessage};
 use crate::model::{AlertStatus, CustomerId};
-use crate::notify::templates::{DisruptionAlert, DisruptionNotice, TemplateError, Templates};
+use crate::notify::templates::{DisruptionAlert, DisruptionNotice, Templates};
 use crate::store::outbox::StateChange;
 use crate::store::{Store, StoreError};
 
@@ -39,16 +40,6 @@ type Windows = BTreeMap<CustomerId, Vec<(BTreeSet<String>, String)>>;
 
 /// Names of the per-customer states in the outbox tree.
 const STATE_PREFIX: &str = "disruption/";
-
-#[derive(Debug, thiserror::Error)]
-pub enum DisruptionError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Template(#[from] TemplateError),
-    #[error("cannot encode disruption state: {0}")]
-    State(#[from] serde_json::Error),
-}
 
 /// What one customer was told: the disruption open now, if any, and the
 /// alerts held back because a maintenance covers them.
@@ -127,14 +118,14 @@ fn rfc3339(at: DateTime<Utc>) -> String {
 }
 
 impl Planner<'_> {
-    /// Queues every notice due at `now`, in one batch; returns how many
-    /// messages were queued.
-    pub fn run(&self, store: &Store, now: DateTime<Utc>) -> Result<usize, DisruptionError> {
+    /// Queues every notice due at `now`, in one batch; says how many
+    /// messages were queued and when the next falls due with the clock.
+    pub fn run(&self, store: &Store, now: DateTime<Utc>) -> Result<Planned, NoticeError> {
         let mut alerts = store.firing_alerts()?;
         let told = told(store)?;
         let quiet = |t: &Told| t.open.is_none() && t.during_maintenance.is_empty();
         if alerts.is_empty() && told.values().all(quiet) {
-            return Ok(0);
+            return Ok(Planned::default());
         }
         // The alerts of open disruptions, resolved or not.
         for open in told.values().filter_map(|t| t.open.as_ref()) {
@@ -154,6 +145,7 @@ impl Planner<'_> {
         let windows = self.maintenance_windows(store, &impact, now)?;
         let mut states = Vec::new();
         let mut messages = Vec::new();
+        let mut due: Option<DateTime<Utc>> = None;
         for customer in self.customers {
             let before = told.get(customer.id.as_str()).cloned().unwrap_or_default();
             let mut after = before.clone();
@@ -164,8 +156,10 @@ impl Planner<'_> {
                 windows: &windows,
                 now,
             };
-            let sent = self.plan(customer, &situation, &mut after, &mut messages)?;
-            if after != before || sent {
+            if let Some(at) = self.plan(customer, &situation, &mut after, &mut messages)? {
+                due = Some(due.map_or(at, |d| d.min(at)));
+            }
+            if after != before {
                 states.push(StateChange::Put {
                     name: format!("{STATE_PREFIX}{}", customer.id),
                     value: serde_json::to_vec(&after)?,
@@ -173,10 +167,10 @@ impl Planner<'_> {
             }
         }
         if states.is_empty() {
-            return Ok(0);
+            return Ok(Planned { queued: 0, due });
         }
-        let queued = store.queue_messages(states, messages)?;
-        Ok(queued.len())
+        let queued = store.queue_messages(states, messages)?.len();
+        Ok(Planned { queued, due })
     }
 
     /// The alerts that concern `customer`: named by its `customer` label,
@@ -246,15 +240,16 @@ impl Planner<'_> {
         Ok(out)
     }
 
-    /// Moves one customer's disruption forward; returns whether it queued
-    /// messages.
+    /// Moves one customer's disruption forward (every message it queues
+    /// changes `told`); returns when it must be looked at again because a
+    /// group window or interval ends.
     fn plan(
         &self,
         customer: &Customer,
         situation: &Situation<'_>,
         told: &mut Told,
         messages: &mut Vec<OutboxMessage>,
-    ) -> Result<bool, DisruptionError> {
+    ) -> Result<Option<DateTime<Utc>>, NoticeError> {
         let Situation {
             alerts,
             impact,
@@ -297,10 +292,10 @@ impl Planner<'_> {
         let Some(open) = &mut told.open else {
             // A new disruption once the first alert's window has passed.
             let Some(first) = firing.iter().map(|(_, a)| a.first_seen).min() else {
-                return Ok(false);
+                return Ok(None);
             };
             if now < first + window {
-                return Ok(false);
+                return Ok(Some(first + window));
             }
             let started = firing
                 .iter()
@@ -327,7 +322,7 @@ impl Planner<'_> {
             self.messages(customer, impact, &disruption, "notice", None, now, messages)?;
             tracing::info!(customer = %customer.id, reference = %disruption.reference, alerts = disruption.alerts.len(), "Disruption notice queued");
             told.open = Some(disruption);
-            return Ok(true);
+            return Ok(None);
         };
 
         // Refresh what is known of the disruption's alerts, and add new ones.
@@ -370,19 +365,21 @@ impl Planner<'_> {
             )?;
             tracing::info!(customer = %customer.id, reference = %disruption.reference, "Disruption resolution queued");
             told.open = None;
-            return Ok(true);
+            return Ok(None);
         }
         let joined = open.alerts.keys().any(|k| !open.notified.contains(k));
-        if joined && now >= open.last_notice + interval {
+        if joined && now < open.last_notice + interval {
+            return Ok(Some(open.last_notice + interval));
+        }
+        if joined {
             open.sequence += 1;
             open.last_notice = now;
             open.notified = open.alerts.keys().cloned().collect();
             let disruption = open.clone();
             self.messages(customer, impact, &disruption, "update", None, now, messages)?;
             tracing::info!(customer = %customer.id, reference = %disruption.reference, sequence = disruption.sequence, "Disruption update queued");
-            return Ok(true);
         }
-        Ok(false)
+        Ok(None)
     }
 
     fn time_zone(&self, customer: &Customer) -> Tz {
@@ -400,7 +397,7 @@ impl Planner<'_> {
         ended: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
         out: &mut Vec<OutboxMessage>,
-    ) -> Result<(), DisruptionError> {
+    ) -> Result<(), NoticeError> {
         let alerts: Vec<DisruptionAlert> = disruption.alerts.values().cloned().collect();
         let set = |f: fn(&DisruptionAlert) -> Option<&String>| -> Vec<String> {
             alerts

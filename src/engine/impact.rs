@@ -22,6 +22,8 @@ pub struct Impact {
     ci_names: HashMap<String, String>,
     /// Change sys_id → affected CI sys_ids (task_ci).
     change_cis: HashMap<String, BTreeSet<String>>,
+    /// ITSM account sys_id → the configured customer of that account.
+    accounts: HashMap<String, CustomerId>,
     /// Customer id → (CI id or name, service) pairs the customer uses; a
     /// customer file may name a service without a CI.
     usage: HashMap<String, Vec<Usage>>,
@@ -54,15 +56,19 @@ impl Impact {
                 change_cis.entry(row.change).or_default().insert(row.ci);
             }
         }
-        let mut account_numbers = HashMap::new();
+        // ITSM account sys_id → the customer whose file names its number.
+        let mut accounts = HashMap::new();
         for record in store.itsm_records("accounts")? {
             if let ItsmRecord::Account(Account {
                 id,
                 number: Some(number),
                 ..
             }) = record
+                && let Some(customer) = customers
+                    .iter()
+                    .find(|c| c.itsm_account.as_deref() == Some(number.as_str()))
             {
-                account_numbers.insert(id, number);
+                accounts.insert(id, customer.id.clone());
             }
         }
         let mut usage: HashMap<String, Vec<Usage>> = HashMap::new();
@@ -84,25 +90,40 @@ impl Impact {
             if item.ci.is_none() && item.service.is_none() {
                 continue;
             }
-            let ci = item.ci;
-            let Some(number) = account_numbers.get(&account) else {
+            let Some(customer) = accounts.get(&account) else {
                 continue;
             };
             let service = item.service.map(|s| ci_names.get(&s).cloned().unwrap_or(s));
-            for customer in customers {
-                if customer.itsm_account.as_deref() == Some(number.as_str()) {
-                    usage
-                        .entry(customer.id.to_string())
-                        .or_default()
-                        .push((ci.clone(), service.clone()));
-                }
-            }
+            usage
+                .entry(customer.to_string())
+                .or_default()
+                .push((item.ci, service));
         }
         Ok(Impact {
             ci_names,
             change_cis,
+            accounts,
             usage,
         })
+    }
+
+    /// The customers an ITSM record is about: the customer of the first of
+    /// its `accounts` (sys_ids) that one is configured for, or, failing
+    /// that, every customer using one of its CIs or services (`targets`).
+    pub fn owners<'a>(
+        &self,
+        accounts: impl IntoIterator<Item = &'a String>,
+        targets: &BTreeSet<String>,
+        customers: &[Customer],
+    ) -> Vec<CustomerId> {
+        if let Some(customer) = accounts.into_iter().find_map(|a| self.accounts.get(a)) {
+            return vec![customer.clone()];
+        }
+        customers
+            .iter()
+            .filter(|c| self.uses(targets, &c.id))
+            .map(|c| c.id.clone())
+            .collect()
     }
 
     /// A CI's name, when the ITSM's CMDB was read.

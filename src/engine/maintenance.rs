@@ -15,13 +15,14 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
+use super::NoticeError;
 use super::impact::Impact;
 use crate::config::customer::ContactRole;
 use crate::config::{Customer, MaintenanceSection};
 use crate::model::itsm::{Change, ChangeState, ItsmRecord};
 use crate::model::outbox::{CalendarPart, Draft, MessageKind, OutboxMessage};
 use crate::notify::ics::{MaintenanceEvent, Method, maintenance_calendar};
-use crate::notify::templates::{MaintenanceKind, MaintenanceNotice, TemplateError, Templates};
+use crate::notify::templates::{MaintenanceKind, MaintenanceNotice, Templates};
 use crate::store::outbox::StateChange;
 use crate::store::{Store, StoreError};
 
@@ -32,16 +33,6 @@ const STATE_PREFIX: &str = "maintenance/";
 const STALE_AFTER: chrono::Duration = chrono::Duration::days(2);
 /// A notice this much later than the lead time asks is marked short notice.
 const LATE_TOLERANCE: chrono::Duration = chrono::Duration::minutes(5);
-
-#[derive(Debug, thiserror::Error)]
-pub enum MaintenanceError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Template(#[from] TemplateError),
-    #[error("cannot encode notice state: {0}")]
-    State(#[from] serde_json::Error),
-}
 
 /// What one customer was last told about one change.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -93,7 +84,7 @@ struct Inventory {
 impl Planner<'_> {
     /// Queues every notice due at `now`, in one batch; returns how many
     /// messages were queued (not those queued before).
-    pub fn run(&self, store: &Store, now: DateTime<Utc>) -> Result<usize, MaintenanceError> {
+    pub fn run(&self, store: &Store, now: DateTime<Utc>) -> Result<usize, NoticeError> {
         let inventory = self.inventory(store)?;
         let mut states = Vec::new();
         let mut messages = Vec::new();
@@ -171,7 +162,7 @@ impl Planner<'_> {
         customer: &Customer,
         inventory: &Inventory,
         now: DateTime<Utc>,
-    ) -> Result<Option<Plan>, MaintenanceError> {
+    ) -> Result<Option<Plan>, NoticeError> {
         let (Some(start), Some(end)) = (change.planned_start, change.planned_end) else {
             return Ok(None);
         };
@@ -265,7 +256,7 @@ impl Planner<'_> {
         customer: &Customer,
         notice: &MaintenanceNotice,
         now: DateTime<Utc>,
-    ) -> Result<Vec<OutboxMessage>, MaintenanceError> {
+    ) -> Result<Vec<OutboxMessage>, NoticeError> {
         let mut recipients: Vec<_> = customer
             .contacts
             .iter()

@@ -285,64 +285,66 @@ fn apply(
     Ok((applied, alerts.changes.len()))
 }
 
-/// Plans disruption notices whenever alerts fire or resolve, and at least
-/// every `tick` (group windows and intervals elapse with the clock), until
-/// shutdown; wakes the outbox when something was queued.
-pub async fn run_disruptions<F>(
-    mut alerted: watch::Receiver<()>,
-    tick: Duration,
-    planner: F,
-    wake_outbox: impl Fn(),
-    shutdown: CancellationToken,
-) where
-    F: Fn() -> Result<usize, disruption::DisruptionError> + Send + Sync + Clone + 'static,
-{
-    loop {
-        let plan = planner.clone();
-        match tokio::task::spawn_blocking(plan).await {
-            Ok(Ok(0)) => {}
-            Ok(Ok(_)) => wake_outbox(),
-            Ok(Err(e)) => tracing::error!(error = %e, "Planning disruption notices failed"),
-            Err(e) => tracing::error!(error = %e, "Planning disruption notices failed"),
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            changed = alerted.changed() => if changed.is_err() { return },
-            _ = tokio::time::sleep(tick) => {}
-        }
-    }
+/// Why a notice planner (maintenance, disruption) could not plan.
+#[derive(Debug, thiserror::Error)]
+pub enum NoticeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Template(#[from] crate::notify::templates::TemplateError),
+    #[error("cannot encode notice state: {0}")]
+    State(#[from] serde_json::Error),
 }
 
-/// How often maintenance notices are planned even when nothing new was
-/// applied: an advance notice falls due with the clock, not with an event.
-const PLAN_EVERY: Duration = Duration::from_secs(60);
+/// How often planners run even when no signal came: advance notices and
+/// group windows fall due with the clock, not with an event.
+pub const PLAN_EVERY: Duration = Duration::from_secs(60);
 
-/// Plans maintenance notices after each catch-up that changed ITSM records, and every minute, until
-/// shutdown; wakes the outbox when something was queued. `planner` builds
-/// a planner from the current configuration and runs it.
-pub async fn run_maintenance<F>(
-    mut applied: watch::Receiver<()>,
+/// What one run of a planner did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Planned {
+    /// Messages queued.
+    pub queued: usize,
+    /// When it must run again at the latest, because something falls due
+    /// with the clock (a group window closing).
+    pub due: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Runs `planner` (on a blocking thread) now, after each `signal`, when
+/// its last run said something falls due, and at least every
+/// [`PLAN_EVERY`], until shutdown; `on_queued` is told how many messages a
+/// run queued, when it queued some.
+pub async fn run_planner<F, E>(
+    what: &'static str,
+    mut signal: watch::Receiver<()>,
     planner: F,
-    wake_outbox: impl Fn(),
+    on_queued: impl Fn(usize),
     shutdown: CancellationToken,
 ) where
-    F: Fn() -> Result<usize, maintenance::MaintenanceError> + Send + Sync + Clone + 'static,
+    F: Fn() -> Result<Planned, E> + Send + Sync + Clone + 'static,
+    E: std::fmt::Display + Send + 'static,
 {
     loop {
         let plan = planner.clone();
+        let mut wait = PLAN_EVERY;
         match tokio::task::spawn_blocking(plan).await {
-            Ok(Ok(0)) => {}
-            Ok(Ok(queued)) => {
-                tracing::debug!(queued, "Maintenance messages queued");
-                wake_outbox();
+            Ok(Ok(planned)) => {
+                if planned.queued > 0 {
+                    tracing::debug!(planner = what, queued = planned.queued, "Messages queued");
+                    on_queued(planned.queued);
+                }
+                if let Some(due) = planned.due {
+                    let until = (due - chrono::Utc::now()).to_std().unwrap_or_default();
+                    wait = wait.min(until);
+                }
             }
-            Ok(Err(e)) => tracing::error!(error = %e, "Planning maintenance notices failed"),
-            Err(e) => tracing::error!(error = %e, "Planning maintenance notices failed"),
+            Ok(Err(e)) => tracing::error!(planner = what, error = %e, "Planning failed"),
+            Err(e) => tracing::error!(planner = what, error = %e, "Planning failed"),
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            changed = applied.changed() => if changed.is_err() { return },
-            _ = tokio::time::sleep(PLAN_EVERY) => {}
+            changed = signal.changed() => if changed.is_err() { return },
+            _ = tokio::time::sleep(wait) => {}
         }
     }
 }

@@ -10,7 +10,7 @@
 //! origin, ever: a re-sync, a replayed journal entry or a redelivered
 //! webhook finds the action it created before.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
@@ -22,7 +22,7 @@ use crate::model::outbox::{Draft, MessageKind};
 use crate::model::sip::{NewSip, SipAction, SipLinks, SipSource};
 use crate::model::{ConnectorName, CustomerId, FeedbackEvent, FeedbackKind};
 use crate::notify::templates::{DigestAction, DigestCustomer, SipDigest, Templates};
-use crate::store::{SipError, Store, StoreError};
+use crate::store::{SipError, Store};
 
 /// The author csmd writes into the history of what it does itself.
 pub const AUTHOR: &str = "csmd";
@@ -147,10 +147,8 @@ impl SipSources<'_> {
         if tasks.is_empty() {
             return Ok(RcaSync::default());
         }
-        let accounts = self.account_customers(store)?;
+        let impact = Impact::load(store, self.customers)?;
         let mut problems: HashMap<String, Option<Problem>> = HashMap::new();
-        // Read only when a problem has no account.
-        let mut impact: Option<Impact> = None;
         let mut done = RcaSync::default();
         for record in tasks {
             let ItsmRecord::ProblemTask(task) = record else {
@@ -167,28 +165,8 @@ impl SipSources<'_> {
             let Some(Some(problem)) = problems.get(&task.problem) else {
                 continue;
             };
-            let mut customers: Vec<CustomerId> = problem
-                .account
-                .as_ref()
-                .and_then(|a| accounts.get(a))
-                .cloned()
-                .into_iter()
-                .collect();
-            if customers.is_empty() && (problem.ci.is_some() || problem.service.is_some()) {
-                let impact = match &mut impact {
-                    Some(impact) => impact,
-                    None => impact.insert(Impact::load(store, self.customers)?),
-                };
-                let targets: BTreeSet<String> =
-                    problem.ci.iter().chain(&problem.service).cloned().collect();
-                customers = self
-                    .customers
-                    .iter()
-                    .filter(|c| impact.uses(&targets, &c.id))
-                    .map(|c| c.id.clone())
-                    .collect();
-            }
-            for customer in customers {
+            let targets = problem.ci.iter().chain(&problem.service).cloned().collect();
+            for customer in impact.owners(&problem.account, &targets, self.customers) {
                 let step = self.rca_action(store, problem, &task, &customer, now)?;
                 done.created += step.created;
                 done.closed += step.closed;
@@ -273,8 +251,7 @@ impl SipSources<'_> {
         if incidents.is_empty() {
             return Ok(0);
         }
-        let accounts = self.account_customers(store)?;
-        let mut impact: Option<Impact> = None;
+        let impact = Impact::load(store, self.customers)?;
         // (customer, CI or service) → incidents on it, by the customer.
         let mut groups: HashMap<(CustomerId, String), Vec<Incident>> = HashMap::new();
         for record in incidents {
@@ -284,33 +261,17 @@ impl SipSources<'_> {
             let Some(opened) = incident.opened_at else {
                 continue;
             };
-            let customers: Vec<&Customer> = {
-                let by_account = [&incident.account, &incident.company]
-                    .into_iter()
-                    .flatten()
-                    .find_map(|a| accounts.get(a))
-                    .and_then(|id| self.customer(id.as_str()));
-                match by_account {
-                    Some(customer) => vec![customer],
-                    None => {
-                        let impact = match &mut impact {
-                            Some(impact) => impact,
-                            None => impact.insert(Impact::load(store, self.customers)?),
-                        };
-                        let targets: BTreeSet<String> = incident
-                            .ci
-                            .iter()
-                            .chain(&incident.service)
-                            .cloned()
-                            .collect();
-                        self.customers
-                            .iter()
-                            .filter(|c| impact.uses(&targets, &c.id))
-                            .collect()
-                    }
-                }
-            };
-            for customer in customers {
+            let accounts = incident.account.iter().chain(&incident.company);
+            let targets = incident
+                .ci
+                .iter()
+                .chain(&incident.service)
+                .cloned()
+                .collect();
+            for id in impact.owners(accounts, &targets, self.customers) {
+                let Some(customer) = self.customer(id.as_str()) else {
+                    continue;
+                };
                 let window =
                     chrono::Duration::from_std(customer.contract.chronic_incidents.window.0)
                         .unwrap_or(chrono::Duration::MAX);
@@ -328,7 +289,6 @@ impl SipSources<'_> {
         if groups.is_empty() {
             return Ok(0);
         }
-        let names = impact.as_ref();
         let existing = store.sip_actions()?;
         let mut created = 0;
         let mut keys: Vec<_> = groups.keys().cloned().collect();
@@ -355,7 +315,7 @@ impl SipSources<'_> {
                 continue;
             }
             incidents.sort_by_key(|i| i.opened_at);
-            let name = names.and_then(|i| i.ci_name(target)).unwrap_or(target);
+            let name = impact.ci_name(target).unwrap_or(target);
             let tz = self.time_zone_of(customer_id);
             let days = customer.contract.chronic_incidents.window.0.as_secs() / 86_400;
             let mut description = format!(
@@ -401,26 +361,6 @@ impl SipSources<'_> {
             }
         }
         Ok(created)
-    }
-
-    /// ITSM account sys_id → the configured customer with that account
-    /// number.
-    fn account_customers(&self, store: &Store) -> Result<HashMap<String, CustomerId>, StoreError> {
-        let mut out = HashMap::new();
-        for record in store.itsm_records("accounts")? {
-            let ItsmRecord::Account(account) = record else {
-                continue;
-            };
-            let number = account.number.as_deref();
-            if let Some(customer) = self
-                .customers
-                .iter()
-                .find(|c| c.itsm_account.is_some() && c.itsm_account.as_deref() == number)
-            {
-                out.insert(account.id, customer.id.clone());
-            }
-        }
-        Ok(out)
     }
 }
 

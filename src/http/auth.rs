@@ -3,6 +3,8 @@
 //! plain hex HMAC-SHA256 of the body, optionally prefixed by a timestamp
 //! (`{timestamp}:{body}`), the way Grafana's webhook contact point signs.
 
+use std::time::Duration;
+
 use base64::Engine as _;
 use hmac::{Hmac, KeyInit, Mac};
 use http::HeaderMap;
@@ -42,35 +44,17 @@ pub fn verify_webhook(
             Ok(delivery_id)
         }
         WebhookAuth::StandardWebhooks { keys, tolerance } => {
-            let id = header(headers, "webhook-id")
-                .ok_or_else(|| fail("unsigned", "missing webhook-id header"))?;
-            let timestamp = header(headers, "webhook-timestamp")
-                .ok_or_else(|| fail("unsigned", "missing webhook-timestamp header"))?;
-            let signatures = header(headers, "webhook-signature")
-                .ok_or_else(|| fail("unsigned", "missing webhook-signature header"))?;
-            let sent: i64 = timestamp.parse().map_err(|_| {
-                fail(
-                    "bad_signature",
-                    "webhook-timestamp is not a Unix time in seconds",
-                )
-            })?;
-            if now.abs_diff(sent) > tolerance.as_secs() {
-                return Err(fail(
-                    "stale_timestamp",
-                    format!(
-                        "webhook-timestamp is {}s away from this server's clock; at most {}s is accepted",
-                        now.abs_diff(sent),
-                        tolerance.as_secs()
-                    ),
-                ));
-            }
+            let id = required(headers, "webhook-id")?;
+            let timestamp = required(headers, "webhook-timestamp")?;
+            let signatures = required(headers, "webhook-signature")?;
+            check_timestamp("webhook-timestamp", timestamp, *tolerance, now)?;
             let signed_any = keys.iter().any(|key| {
                 let expected = sign(key.expose_secret(), id, timestamp, body);
                 signatures
                     .split_whitespace()
                     .filter_map(|s| s.strip_prefix("v1,"))
                     .filter_map(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
-                    .any(|given| bool::from(given.ct_eq(&expected)))
+                    .any(|given| same_mac(&given, &expected))
             });
             if !signed_any {
                 return Err(fail(
@@ -98,32 +82,14 @@ pub fn verify_webhook(
                 })?;
             let timestamp = match timestamp_header {
                 Some(name) => {
-                    let timestamp = header(headers, name)
-                        .ok_or_else(|| fail("unsigned", format!("missing {name} header")))?;
-                    let sent: i64 = timestamp.parse().map_err(|_| {
-                        fail(
-                            "bad_signature",
-                            format!("{name} is not a Unix time in seconds"),
-                        )
-                    })?;
-                    if now.abs_diff(sent) > tolerance.as_secs() {
-                        return Err(fail(
-                            "stale_timestamp",
-                            format!(
-                                "{name} is {}s away from this server's clock; at most {}s is accepted",
-                                now.abs_diff(sent),
-                                tolerance.as_secs()
-                            ),
-                        ));
-                    }
+                    let timestamp = required(headers, name)?;
+                    check_timestamp(name, timestamp, *tolerance, now)?;
                     Some(timestamp)
                 }
                 None => None,
             };
             let expected = sign_hmac_sha256(key.expose_secret().as_bytes(), timestamp, body);
-            let matches = hex::decode(given)
-                .is_ok_and(|given| bool::from(given.as_slice().ct_eq(expected.as_slice())));
-            if !matches {
+            if !hex::decode(given).is_ok_and(|given| same_mac(&given, &expected)) {
                 return Err(fail(
                     "bad_signature",
                     match timestamp_header {
@@ -144,26 +110,65 @@ pub fn verify_webhook(
 /// The `hmac-sha256` signature (Grafana's): HMAC-SHA256 of the body, or of
 /// `{timestamp}:{body}` when the sender sends a timestamp.
 pub fn sign_hmac_sha256(key: &[u8], timestamp: Option<&str>, body: &[u8]) -> Vec<u8> {
-    // HMAC accepts keys of any length, so this cannot fail.
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
-    if let Some(timestamp) = timestamp {
-        mac.update(timestamp.as_bytes());
-        mac.update(b":");
+    match timestamp {
+        Some(timestamp) => hmac_sha256(key, &[timestamp.as_bytes(), b":", body]),
+        None => hmac_sha256(key, &[body]),
     }
-    mac.update(body);
-    mac.finalize().into_bytes().to_vec()
 }
 
 /// The Standard Webhooks signature of a message.
 pub fn sign(key: &[u8], id: &str, timestamp: &str, body: &[u8]) -> Vec<u8> {
+    hmac_sha256(
+        key,
+        &[id.as_bytes(), b".", timestamp.as_bytes(), b".", body],
+    )
+}
+
+/// HMAC-SHA256 of `parts` one after the other.
+fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
     // HMAC accepts keys of any length, so this cannot fail.
     let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
-    mac.update(id.as_bytes());
-    mac.update(b".");
-    mac.update(timestamp.as_bytes());
-    mac.update(b".");
-    mac.update(body);
+    for part in parts {
+        mac.update(part);
+    }
     mac.finalize().into_bytes().to_vec()
+}
+
+/// Compares a received MAC with the expected one in constant time.
+fn same_mac(given: &[u8], expected: &[u8]) -> bool {
+    bool::from(given.ct_eq(expected))
+}
+
+/// A header the scheme cannot do without; missing, the request is
+/// `unsigned`.
+fn required<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, AuthFailure> {
+    header(headers, name).ok_or_else(|| fail("unsigned", format!("missing {name} header")))
+}
+
+/// Checks that the sender's timestamp, Unix seconds read from header
+/// `name`, is within `tolerance` of `now`, either way.
+fn check_timestamp(
+    name: &str,
+    timestamp: &str,
+    tolerance: Duration,
+    now: i64,
+) -> Result<(), AuthFailure> {
+    let sent: i64 = timestamp.parse().map_err(|_| {
+        fail(
+            "bad_signature",
+            format!("{name} is not a Unix time in seconds"),
+        )
+    })?;
+    let (away, tolerance) = (now.abs_diff(sent), tolerance.as_secs());
+    if away > tolerance {
+        return Err(fail(
+            "stale_timestamp",
+            format!(
+                "{name} is {away}s away from this server's clock; at most {tolerance}s is accepted"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Checks `Authorization: Bearer <token>` in constant time (over digests,
@@ -194,8 +199,6 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use secrecy::SecretBox;
 
     use super::*;

@@ -47,6 +47,15 @@ pub struct AppState {
     pub from: Arc<lettre::message::Mailbox>,
 }
 
+impl AppState {
+    /// Counts `n` messages just queued as pending and wakes the outbox.
+    pub fn messages_queued(&self, n: usize) {
+        self.metrics
+            .outbox_moved(None, Some(crate::model::outbox::MessageStatus::Pending), n);
+        self.outbox.wake();
+    }
+}
+
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))

@@ -226,6 +226,28 @@ impl ChangeState {
     }
 }
 
+/// A close code as instances write it (`Successful`, `successful issues`,
+/// `successful-with-issues`, …), lowercased with spaces and dashes as `_`.
+pub fn normalised_close_code(close_code: Option<&str>) -> String {
+    close_code
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase()
+        .replace([' ', '-'], "_")
+}
+
+/// How a change went, from ServiceNow's `close_code`: `successful`,
+/// `successful_issues`, `unsuccessful` or `unknown` (the words templates
+/// branch on).
+pub fn close_outcome(close_code: Option<&str>) -> &'static str {
+    match normalised_close_code(close_code).as_str() {
+        "successful" => "successful",
+        "successful_issues" | "successful_with_issues" => "successful_issues",
+        "unsuccessful" => "unsuccessful",
+        _ => "unknown",
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Change {
     pub id: String,

@@ -385,9 +385,6 @@ impl SipAction {
             (true, false) => self.closed_at = None,
             _ => {}
         }
-        if self.history.len() != before.history.len() {
-            self.updated_at = now;
-        }
     }
 }
 

@@ -371,23 +371,8 @@ fn maintenance_context(notice: &MaintenanceNotice) -> Value {
         time_zone => notice.time_zone.name(),
         services => &notice.services,
         cis => &notice.cis,
-        outcome => outcome(notice.close_code.as_deref()),
+        outcome => crate::model::itsm::close_outcome(notice.close_code.as_deref()),
         sequence => notice.sequence,
-    }
-}
-
-/// ServiceNow's close_code, as the word templates branch on.
-fn outcome(close_code: Option<&str>) -> &'static str {
-    let normalised = close_code
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase()
-        .replace([' ', '-'], "_");
-    match normalised.as_str() {
-        "successful" => "successful",
-        "successful_issues" | "successful_with_issues" => "successful_issues",
-        "unsuccessful" => "unsuccessful",
-        _ => "unknown",
     }
 }
 

@@ -49,7 +49,7 @@ pub struct AlertsApplied {
 impl Store {
     /// The alerts firing now (through the firing index).
     pub fn firing_alerts(&self) -> Result<Vec<AlertState>, StoreError> {
-        let tree = self.db.open_tree(TREE)?;
+        let tree = &self.alerts;
         let mut out = Vec::new();
         for item in tree.scan_prefix(FIRING) {
             let (k, _) = item?;
@@ -68,7 +68,7 @@ impl Store {
         connector: &ConnectorName,
         source_id: &str,
     ) -> Result<Option<AlertState>, StoreError> {
-        let tree = self.db.open_tree(TREE)?;
+        let tree = &self.alerts;
         let k = key(connector, source_id);
         tree.get(&k)?.map(|b| decode(&k, &b)).transpose()
     }
@@ -80,36 +80,39 @@ impl Store {
         &self,
         deliveries: impl IntoIterator<Item = (&'a ConnectorName, DateTime<Utc>, &'a AlertEvent)>,
     ) -> Result<AlertsApplied, StoreError> {
-        let tree = self.db.open_tree(TREE)?;
-        let mut states: HashMap<Vec<u8>, Option<AlertState>> = HashMap::new();
+        let tree = &self.alerts;
+        let mut states: HashMap<Vec<u8>, AlertState> = HashMap::new();
         let mut applied = AlertsApplied::default();
         for (connector, received, event) in deliveries {
             let k = key(connector, &event.source_id);
-            if !states.contains_key(&k) {
-                let stored = tree.get(&k)?.map(|b| decode(&k, &b)).transpose()?;
-                states.insert(k.clone(), stored);
+            if !states.contains_key(&k)
+                && let Some(bytes) = tree.get(&k)?
+            {
+                states.insert(k.clone(), decode(&k, &bytes)?);
             }
-            let current = states.get(&k).and_then(Option::as_ref);
-            let (next, change) = AlertState::apply(current, connector, event, received);
+            let (next, change) = AlertState::apply(states.get(&k), connector, event, received);
             match change {
                 AlertChange::Fired | AlertChange::Resolved => {
                     applied.changes.push((next.clone(), change));
                 }
                 AlertChange::Repeated | AlertChange::Ignored => applied.unchanged += 1,
             }
-            states.insert(k, Some(next));
+            states.insert(k, next);
+        }
+        // Most journal batches hold no alert: no batch, which sled would
+        // apply under its process-wide lock.
+        if states.is_empty() {
+            return Ok(applied);
         }
         let mut batch = sled::Batch::default();
         for (k, state) in states {
-            if let Some(state) = state {
-                let bytes = serde_json::to_vec(&state)
-                    .map_err(|source| StoreError::Encode { tree: TREE, source })?;
-                match state.status {
-                    AlertStatus::Firing => batch.insert(firing_key(&k), &[]),
-                    AlertStatus::Resolved => batch.remove(firing_key(&k)),
-                }
-                batch.insert(k, bytes);
+            let bytes = serde_json::to_vec(&state)
+                .map_err(|source| StoreError::Encode { tree: TREE, source })?;
+            match state.status {
+                AlertStatus::Firing => batch.insert(firing_key(&k), &[]),
+                AlertStatus::Resolved => batch.remove(firing_key(&k)),
             }
+            batch.insert(k, bytes);
         }
         tree.apply_batch(batch)?;
         Ok(applied)
@@ -121,7 +124,7 @@ impl Store {
         connector: Option<&ConnectorName>,
         status: Option<AlertStatus>,
     ) -> Result<Vec<AlertState>, StoreError> {
-        let tree = self.db.open_tree(TREE)?;
+        let tree = &self.alerts;
         let prefix = match connector {
             Some(c) => format!("{ALERT}{c}\0").into_bytes(),
             None => ALERT.as_bytes().to_vec(),

@@ -10,7 +10,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{Store, StoreError};
+use super::{Store, StoreError, TypedTree};
 use crate::model::itsm::{Change, ChangeTransition, ItsmRecord, Rescheduled};
 
 /// The tree of change request histories.
@@ -107,21 +107,16 @@ impl Store {
     /// A change request's history, oldest first (by the ITSM's time of
     /// each version).
     pub fn change_history(&self, id: &str) -> Result<Vec<ChangeTransition>, StoreError> {
-        let tree = self.db.open_tree(CHANGE_HISTORY)?;
-        let mut prefix = id.as_bytes().to_vec();
-        prefix.push(0);
-        let mut out = Vec::new();
-        for item in tree.scan_prefix(&prefix) {
-            let (key, bytes) = item?;
-            out.push(
-                serde_json::from_slice(&bytes).map_err(|source| StoreError::Decode {
-                    tree: CHANGE_HISTORY,
-                    key: String::from_utf8_lossy(&key).into_owned(),
-                    source,
-                })?,
-            );
-        }
-        Ok(out)
+        let history =
+            TypedTree::<ChangeTransition>::new(CHANGE_HISTORY, self.db.open_tree(CHANGE_HISTORY)?);
+        history
+            .raw()
+            .scan_prefix(history_prefix(id))
+            .map(|item| {
+                let (key, bytes) = item?;
+                history.decode(&key, &bytes)
+            })
+            .collect()
     }
 
     /// One ITSM record by tree (`"incidents"`, …) and id.
@@ -222,12 +217,20 @@ fn change_transition(
 /// state codes ascend. The same version always gets the same key.
 fn history_key(transition: &ChangeTransition) -> Vec<u8> {
     let sortable = |n: i64| ((n as u64) ^ (1 << 63)).to_be_bytes();
-    let mut key = Vec::with_capacity(transition.change.len() + 17);
-    key.extend_from_slice(transition.change.as_bytes());
-    key.push(0);
+    let mut key = history_prefix(&transition.change);
     key.extend_from_slice(&sortable(transition.at.timestamp_millis()));
     key.extend_from_slice(&sortable(transition.to.code()));
     key
+}
+
+/// What every history key of the change `id` begins with: the id and a
+/// zero byte, so that the entries of `c1` are not among those of `c`.
+fn history_prefix(id: &str) -> Vec<u8> {
+    // Room for the time and state code `history_key` appends.
+    let mut prefix = Vec::with_capacity(id.len() + 17);
+    prefix.extend_from_slice(id.as_bytes());
+    prefix.push(0);
+    prefix
 }
 
 /// Writes an entry unless its key is taken: the first time a version was

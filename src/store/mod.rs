@@ -84,6 +84,7 @@ pub struct Store {
     journal: TypedTree<JournalEntry>,
     meta: sled::Tree,
     outbox: sled::Tree,
+    alerts: sled::Tree,
     sip: sip::SipTree,
 }
 
@@ -102,6 +103,7 @@ impl Store {
             journal: TypedTree::new("journal", db.open_tree("journal")?),
             meta: db.open_tree("meta")?,
             outbox: db.open_tree(outbox::TREE)?,
+            alerts: db.open_tree(alerts::TREE)?,
             sip: sip::SipTree::new(db.open_tree(sip::TREE)?),
             db,
             path,
@@ -247,12 +249,19 @@ fn open_db(dir: &Path) -> Result<sled::Db, StoreError> {
         })
 }
 
+/// The schema version a store's `meta` tree records, if any (0 when it is
+/// unreadable).
+fn stored_schema_version(meta: &sled::Tree) -> Result<Option<u32>, sled::Error> {
+    Ok(meta.get(SCHEMA_KEY)?.map(|bytes| {
+        <[u8; 4]>::try_from(bytes.as_ref())
+            .map(u32::from_be_bytes)
+            .unwrap_or(0)
+    }))
+}
+
 fn check_schema(db: &sled::Db, meta: &sled::Tree, path: &Path) -> Result<(), StoreError> {
-    match meta.get(SCHEMA_KEY)? {
-        Some(bytes) => {
-            let found = <[u8; 4]>::try_from(bytes.as_ref())
-                .map(u32::from_be_bytes)
-                .unwrap_or(0);
+    match stored_schema_version(meta)? {
+        Some(found) => {
             if found != SCHEMA_VERSION {
                 return Err(StoreError::Schema {
                     path: path.to_path_buf(),

@@ -1,7 +1,8 @@
 //! A real Prometheus Alertmanager for the monitoring tests: Debian's
 //! `prometheus-alertmanager` (0.25), run as a child process in a temp dir
 //! with one route to one webhook receiver, the way an operator points it at
-//! csmd's `POST /webhooks/{connector}` with a bearer token.
+//! csmd's `POST /webhooks/{connector}` with a bearer token
+//! ([`add_monitoring_connector`] configures csmd's side).
 //!
 //! The test plays Prometheus: [`Alertmanager::fire`] posts alerts to
 //! `/api/v2/alerts` and [`Alertmanager::resolve`] posts one of them again
@@ -33,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::{PATIENCE, free_port, install_crypto};
+use super::{ConfigDir, PATIENCE, free_port, install_crypto};
 
 /// The Debian binary, when `prometheus-alertmanager` is not on `PATH`.
 const DEBIAN_BINARY: &str = "/usr/bin/prometheus-alertmanager";
@@ -50,6 +51,33 @@ const POLL_EVERY: Duration = Duration::from_millis(25);
 /// How many times a start is tried again when the free port was taken by
 /// someone else between choosing it and Alertmanager binding it.
 const PORT_TRIES: usize = 3;
+
+/// The bearer token of the connector [`add_monitoring_connector`] adds.
+pub const MONITORING_TOKEN: &str = "alertmanager-token";
+
+/// Adds to `config` the connector an operator points Alertmanager at: an
+/// `alertmanager` connector, `monitoring`, taking bearer token
+/// [`MONITORING_TOKEN`] (from a file), and `[disruptions]` timers of a
+/// second, so a notice goes out a second after the first alert.
+pub fn add_monitoring_connector(config: &mut ConfigDir) {
+    std::fs::write(
+        config.dir().join("am_token"),
+        format!("{MONITORING_TOKEN}\n"),
+    )
+    .expect("token file");
+    config.extra += r#"
+[disruptions]
+group_window = "1s"
+group_interval = "1s"
+
+[[connector]]
+name = "monitoring"
+profile = "alertmanager"
+[connector.webhook]
+auth = "bearer"
+token = { file = "am_token" }
+"#;
+}
 
 /// A running Alertmanager on 127.0.0.1, killed when dropped.
 pub struct Alertmanager {

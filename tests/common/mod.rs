@@ -13,7 +13,7 @@ mod smtp;
 
 // Re-exported for the test binaries; each uses some of them.
 #[allow(unused_imports)]
-pub use alertmanager::Alertmanager;
+pub use alertmanager::{Alertmanager, MONITORING_TOKEN, add_monitoring_connector};
 #[allow(unused_imports)]
 pub use daemon::{Daemon, csmd_binary, csmd_command, run_cli};
 #[allow(unused_imports)]
@@ -433,6 +433,34 @@ impl Api {
         let page = self.admin_get("/api/v1/events?limit=1").await;
         assert_eq!(page.status, 200, "{}", page.text);
         page.json["total"].as_u64().expect("total")
+    }
+
+    /// Every alert the admin API lists (`GET /api/v1/alerts`).
+    pub async fn alerts(&self) -> Vec<Value> {
+        let reply = self.admin_get("/api/v1/alerts").await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        reply.json["alerts"].as_array().expect("alerts").clone()
+    }
+
+    /// The alert with this `source_id` (an Alertmanager or Grafana
+    /// fingerprint), if stored.
+    pub async fn alert(&self, source_id: &str) -> Option<Value> {
+        self.alerts()
+            .await
+            .into_iter()
+            .find(|a| a["source_id"] == source_id)
+    }
+
+    /// The plain-text body of an outbox message (`GET /api/v1/outbox/{id}`;
+    /// the listing leaves it out).
+    pub async fn outbox_text(&self, message: &Value) -> String {
+        let id = message["id"].as_str().expect("the message's id");
+        let reply = self.admin_get(&format!("/api/v1/outbox/{id}")).await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        reply.json["text"]
+            .as_str()
+            .expect("a text body")
+            .to_string()
     }
 
     pub async fn metrics(&self) -> String {

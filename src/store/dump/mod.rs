@@ -24,18 +24,16 @@
 //! truncated or interrupted import leaves no half-filled store that the
 //! daemon would start on.
 
-use std::collections::{BTreeMap, HashMap};
+mod format;
+
+use std::collections::BTreeMap;
+use std::collections::hash_map::{Entry, HashMap};
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
-use base64::Engine as _;
-use serde::Serialize;
-use serde_json::{Map, Value};
-
 use super::{SCHEMA_KEY, SCHEMA_VERSION, StoreError, open_db};
-
-/// The version of the dump format itself: header, record and trailer lines.
-pub const FORMAT_VERSION: u64 = 1;
+use format::DumpReader;
+pub use format::FORMAT_VERSION;
 
 /// Records written to one tree per sled batch on import.
 const BATCH_RECORDS: usize = 10_000;
@@ -137,13 +135,7 @@ impl StoreExport {
             context: "cannot write the dump".into(),
             source,
         };
-        let header = Header {
-            csmd_dump: FORMAT_VERSION,
-            schema_version: self.schema_version,
-            csmd_version: env!("CARGO_PKG_VERSION"),
-            created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        };
-        write_line(&mut out, &header).map_err(io)?;
+        format::write_header(&mut out, self.schema_version).map_err(io)?;
         let mut summary = Summary {
             schema_version: self.schema_version,
             records: BTreeMap::new(),
@@ -157,18 +149,14 @@ impl StoreExport {
             let mut count = 0;
             for item in self.db.open_tree(&name)?.iter() {
                 let (key, value) = item?;
-                write_line(&mut out, &record_line(tree_name, &key, &value)).map_err(io)?;
+                format::write_record(&mut out, tree_name, &key, &value).map_err(io)?;
                 count += 1;
             }
             if count > 0 {
                 summary.records.insert(tree_name.to_owned(), count);
             }
         }
-        let trailer = Trailer {
-            end: true,
-            records: summary.total(),
-        };
-        write_line(&mut out, &trailer).map_err(io)?;
+        format::write_trailer(&mut out, summary.total()).map_err(io)?;
         out.flush().map_err(io)?;
         Ok(summary)
     }
@@ -199,46 +187,42 @@ fn fill(staging: &Path, input: impl BufRead, source_name: &str) -> Result<Summar
     let schema_version = reader.header()?;
     let migrations = migrations_from(schema_version).map_err(|m| reader.error_at(1, m))?;
     let mut pending: HashMap<String, PendingTree> = HashMap::new();
-    let mut summary = Summary {
-        schema_version,
-        records: BTreeMap::new(),
-    };
     while let Some(record) = reader.next_record()? {
-        let mut record = Some(record);
-        for migrate in migrations {
-            record = match record {
-                Some(r) => migrate(r).map_err(|m| reader.error(m))?,
-                None => break,
-            };
-        }
-        let Some(record) = record else { continue };
-        *summary.records.entry(record.tree.clone()).or_default() += 1;
-        let tree = match pending.get_mut(&record.tree) {
-            Some(tree) => tree,
-            None => pending
-                .entry(record.tree.clone())
-                .or_insert(PendingTree::new(db.open_tree(&record.tree)?)),
+        let Some(record) = migrate(record, migrations).map_err(|m| reader.error(m))? else {
+            continue;
         };
-        tree.batch.insert(record.key, record.value);
-        tree.len += 1;
-        if tree.len >= BATCH_RECORDS {
-            tree.apply()?;
-        }
+        let tree = match pending.entry(record.tree) {
+            Entry::Occupied(tree) => tree.into_mut(),
+            Entry::Vacant(slot) => {
+                let tree = db.open_tree(slot.key())?;
+                slot.insert(PendingTree::new(tree))
+            }
+        };
+        tree.insert(record.key, record.value)?;
     }
-    for tree in pending.values_mut() {
+    let mut records = BTreeMap::new();
+    for (name, mut tree) in pending {
         tree.apply()?;
+        records.insert(name, tree.records);
     }
     // Whatever schema the dump was written at, the store is now the current one.
     db.open_tree("meta")?
         .insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
     db.flush()?;
-    Ok(summary)
+    Ok(Summary {
+        schema_version,
+        records,
+    })
 }
 
+/// The records of one tree read so far, written in batches.
 struct PendingTree {
     tree: sled::Tree,
     batch: sled::Batch,
-    len: usize,
+    /// Records in `batch`.
+    batched: usize,
+    /// Records read for this tree.
+    records: u64,
 }
 
 impl PendingTree {
@@ -246,15 +230,34 @@ impl PendingTree {
         PendingTree {
             tree,
             batch: sled::Batch::default(),
-            len: 0,
+            batched: 0,
+            records: 0,
         }
+    }
+
+    fn insert(&mut self, key: Vec<u8>, value: Vec<u8>) -> Result<(), DumpError> {
+        self.batch.insert(key, value);
+        self.batched += 1;
+        self.records += 1;
+        if self.batched >= BATCH_RECORDS {
+            self.apply()?;
+        }
+        Ok(())
     }
 
     fn apply(&mut self) -> Result<(), DumpError> {
         self.tree.apply_batch(std::mem::take(&mut self.batch))?;
-        self.len = 0;
+        self.batched = 0;
         Ok(())
     }
+}
+
+/// Runs `record` through `migrations`, oldest first; `None` once a step
+/// drops it.
+fn migrate(record: Record, migrations: &[Migration]) -> Result<Option<Record>, String> {
+    migrations
+        .iter()
+        .try_fold(Some(record), |record, step| record.map_or(Ok(None), step))
 }
 
 /// The migration steps from a dump's schema version to the current one.
@@ -443,318 +446,12 @@ fn stored_schema_version(db: &sled::Db) -> Result<Option<u32>, DumpError> {
     if !db.tree_names().iter().any(|n| n.as_ref() == b"meta") {
         return Ok(None);
     }
-    Ok(db
-        .open_tree("meta")?
-        .get(SCHEMA_KEY)?
-        .and_then(|v| <[u8; 4]>::try_from(v.as_ref()).ok())
-        .map(u32::from_be_bytes))
-}
-
-#[derive(Serialize)]
-struct Header {
-    csmd_dump: u64,
-    schema_version: u32,
-    csmd_version: &'static str,
-    created_at: String,
-}
-
-#[derive(Serialize)]
-struct Trailer {
-    end: bool,
-    records: u64,
-}
-
-#[derive(Debug, Serialize)]
-struct RecordLine<'a> {
-    tree: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    key: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    key_hex: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    value: Option<Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    value_b64: Option<String>,
-}
-
-fn record_line<'a>(tree: &'a str, key: &'a [u8], value: &[u8]) -> RecordLine<'a> {
-    let text_key = std::str::from_utf8(key)
-        .ok()
-        .filter(|k| !k.chars().any(char::is_control));
-    let json_value = serde_json::from_slice::<Value>(value).ok();
-    RecordLine {
-        tree,
-        key: text_key,
-        key_hex: text_key.is_none().then(|| hex::encode(key)),
-        value_b64: json_value
-            .is_none()
-            .then(|| base64::engine::general_purpose::STANDARD.encode(value)),
-        value: json_value,
-    }
-}
-
-fn write_line(out: &mut impl Write, line: &impl Serialize) -> std::io::Result<()> {
-    serde_json::to_writer(&mut *out, line)?;
-    out.write_all(b"\n")
-}
-
-/// A line after the header.
-enum Line {
-    Record(Record),
-    End { records: u64 },
-}
-
-/// Decodes a line after the header; the error says what is wrong with it.
-fn parse_line(mut fields: Map<String, Value>) -> Result<Line, String> {
-    let line = if let Some(end) = fields.remove("end") {
-        if end != Value::Bool(true) {
-            return Err("`end` must be true".into());
-        }
-        let records = fields
-            .remove("records")
-            .ok_or("the trailer has no `records` count")?;
-        let records = records
-            .as_u64()
-            .ok_or("`records` must be a non-negative integer")?;
-        Line::End { records }
-    } else {
-        let tree = match fields.remove("tree") {
-            Some(Value::String(tree)) if !tree.is_empty() => tree,
-            Some(_) => return Err("`tree` must be a non-empty string".into()),
-            None => return Err("the record has no `tree`".into()),
-        };
-        let key = match (fields.remove("key"), fields.remove("key_hex")) {
-            (Some(Value::String(key)), None) => key.into_bytes(),
-            (None, Some(Value::String(hex))) => {
-                hex::decode(&hex).map_err(|e| format!("`key_hex` is not hexadecimal: {e}"))?
-            }
-            (Some(_), Some(_)) => return Err("the record has both `key` and `key_hex`".into()),
-            (None, None) => return Err("the record has no `key` or `key_hex`".into()),
-            _ => return Err("`key` and `key_hex` must be strings".into()),
-        };
-        let value = match (fields.remove("value"), fields.remove("value_b64")) {
-            (Some(value), None) => serde_json::to_vec(&value).map_err(|e| e.to_string())?,
-            (None, Some(Value::String(b64))) => base64::engine::general_purpose::STANDARD
-                .decode(&b64)
-                .map_err(|e| format!("`value_b64` is not base64: {e}"))?,
-            (Some(_), Some(_)) => {
-                return Err("the record has both `value` and `value_b64`".into());
-            }
-            (None, None) => return Err("the record has no `value` or `value_b64`".into()),
-            (None, Some(_)) => return Err("`value_b64` must be a string".into()),
-        };
-        Line::Record(Record { tree, key, value })
-    };
-    match fields.keys().next() {
-        Some(unknown) => Err(format!("unknown field `{unknown}`")),
-        None => Ok(line),
-    }
-}
-
-/// Reads a dump line by line, counting lines for errors and records for
-/// the trailer's check.
-struct DumpReader<R> {
-    input: R,
-    source_name: String,
-    line: u64,
-    records: u64,
-    buf: String,
-}
-
-impl<R: BufRead> DumpReader<R> {
-    fn new(input: R, source_name: &str) -> Self {
-        DumpReader {
-            input,
-            source_name: source_name.to_owned(),
-            line: 0,
-            records: 0,
-            buf: String::new(),
-        }
-    }
-
-    fn error_at(&self, line: u64, message: impl Into<String>) -> DumpError {
-        DumpError::Line {
-            source_name: self.source_name.clone(),
-            line,
-            message: message.into(),
-        }
-    }
-
-    /// An error at the line read last.
-    fn error(&self, message: impl Into<String>) -> DumpError {
-        self.error_at(self.line.max(1), message)
-    }
-
-    /// The next line as a JSON object; `None` at the end of the input.
-    fn next_object(&mut self) -> Result<Option<Map<String, Value>>, DumpError> {
-        self.buf.clear();
-        let read = self.input.read_line(&mut self.buf);
-        self.line += 1;
-        match read {
-            Ok(0) => {
-                self.line -= 1;
-                return Ok(None);
-            }
-            Ok(_) => {}
-            Err(e) => return Err(self.error(format!("cannot read: {e}"))),
-        }
-        let text = self.buf.strip_suffix('\n').unwrap_or(&self.buf);
-        let text = text.strip_suffix('\r').unwrap_or(text);
-        if text.is_empty() {
-            return Err(self.error("empty line"));
-        }
-        match serde_json::from_str::<Map<String, Value>>(text) {
-            Ok(fields) => Ok(Some(fields)),
-            Err(e) => {
-                // serde_json's position is within the line: keep the column.
-                let message = e.to_string();
-                let message = message
-                    .rsplit_once(" at line ")
-                    .map_or(message.as_str(), |(m, _)| m);
-                Err(self.error(format!(
-                    "not a JSON object (column {}): {message}",
-                    e.column()
-                )))
-            }
-        }
-    }
-
-    /// Reads the header line; returns the dump's schema version.
-    fn header(&mut self) -> Result<u32, DumpError> {
-        let Some(mut fields) = self.next_object()? else {
-            return Err(self.error_at(1, "the input is empty, not a csmd dump"));
-        };
-        let format = match fields.remove("csmd_dump") {
-            Some(v) => v.as_u64().ok_or_else(|| {
-                self.error("`csmd_dump` must be the dump format's version number")
-            })?,
-            None => {
-                return Err(self.error("not a csmd dump: the first line has no `csmd_dump` header"));
-            }
-        };
-        if format != FORMAT_VERSION {
-            return Err(self.error(format!(
-                "dump format {format} is not one this csmd reads (format {FORMAT_VERSION}); \
-                 import it with the csmd that exported it, or a newer one"
-            )));
-        }
-        fields
-            .remove("schema_version")
-            .and_then(|v| v.as_u64())
-            .and_then(|v| u32::try_from(v).ok())
-            .ok_or_else(|| self.error("the header has no valid `schema_version`"))
-    }
-
-    /// The next record; `None` after the trailer, once it is checked
-    /// against the records read and nothing follows it.
-    fn next_record(&mut self) -> Result<Option<Record>, DumpError> {
-        let Some(fields) = self.next_object()? else {
-            return Err(self.error(
-                "the dump ends here, without its trailer line (`{\"end\":true,…}`): \
-                 it is incomplete",
-            ));
-        };
-        match parse_line(fields).map_err(|m| self.error(m))? {
-            Line::Record(record) => {
-                self.records += 1;
-                Ok(Some(record))
-            }
-            Line::End { records } => {
-                if records != self.records {
-                    return Err(self.error(format!(
-                        "the trailer counts {records} records, the dump holds {}",
-                        self.records
-                    )));
-                }
-                if self.next_object()?.is_some() {
-                    return Err(self.error("a line after the trailer line"));
-                }
-                Ok(None)
-            }
-        }
-    }
+    Ok(super::stored_schema_version(&db.open_tree("meta")?)?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn round_trip(tree: &str, key: &[u8], value: &[u8]) -> (String, Record) {
-        let line = serde_json::to_string(&record_line(tree, key, value)).unwrap();
-        let fields = serde_json::from_str(&line).unwrap();
-        match parse_line(fields).unwrap() {
-            Line::Record(record) => (line, record),
-            Line::End { .. } => panic!("{line} read as a trailer"),
-        }
-    }
-
-    #[test]
-    fn text_keys_and_json_values_are_written_inline() {
-        let (line, record) = round_trip("customers", b"acme", br#"{"name":"ACME","id":"acme"}"#);
-        assert_eq!(
-            line,
-            r#"{"tree":"customers","key":"acme","value":{"id":"acme","name":"ACME"}}"#
-        );
-        assert_eq!(record.tree, "customers");
-        assert_eq!(record.key, b"acme");
-        // Re-encoded: the same JSON, not necessarily the same bytes.
-        let value: Value = serde_json::from_slice(&record.value).unwrap();
-        assert_eq!(value, serde_json::json!({ "id": "acme", "name": "ACME" }));
-    }
-
-    #[test]
-    fn binary_keys_and_values_are_hex_and_base64() {
-        let key = [b'e', 0, 0, 0, 0, 0, 0, 0, 7];
-        let value = 2u32.to_be_bytes();
-        let (line, record) = round_trip("journal", &key, &value);
-        assert_eq!(
-            line,
-            r#"{"tree":"journal","key_hex":"650000000000000007","value_b64":"AAAAAg=="}"#
-        );
-        assert_eq!(record.key, key);
-        assert_eq!(record.value, value);
-    }
-
-    #[test]
-    fn a_utf8_key_with_a_control_character_is_hex() {
-        let key = b"delivery\0monitoring\0abc";
-        let (line, record) = round_trip("journal", key, b"null");
-        assert!(line.contains(r#""key_hex":"#), "{line}");
-        assert!(line.contains(r#""value":null"#), "{line}");
-        assert_eq!(record.key, key);
-        assert_eq!(record.value, b"null");
-    }
-
-    #[test]
-    fn malformed_records_say_what_is_wrong() {
-        let cases = [
-            (r#"{"key":"a","value":1}"#, "no `tree`"),
-            (r#"{"tree":"t","value":1}"#, "no `key` or `key_hex`"),
-            (
-                r#"{"tree":"t","key":"a","key_hex":"61","value":1}"#,
-                "both `key`",
-            ),
-            (
-                r#"{"tree":"t","key_hex":"zz","value":1}"#,
-                "not hexadecimal",
-            ),
-            (r#"{"tree":"t","key":"a"}"#, "no `value` or `value_b64`"),
-            (r#"{"tree":"t","key":"a","value_b64":"***"}"#, "not base64"),
-            (
-                r#"{"tree":"t","key":"a","value":1,"extra":2}"#,
-                "unknown field `extra`",
-            ),
-            (r#"{"end":false,"records":1}"#, "`end` must be true"),
-            (r#"{"end":true}"#, "no `records`"),
-        ];
-        for (line, expected) in cases {
-            let fields = serde_json::from_str(line).unwrap();
-            match parse_line(fields) {
-                Err(message) => assert!(message.contains(expected), "{line}: {message}"),
-                Ok(_) => panic!("{line} was accepted"),
-            }
-        }
-    }
 
     fn store_with(dir: &Path, records: &[(&str, &[u8], &[u8])]) {
         let db = open_db(dir).unwrap();
@@ -827,10 +524,8 @@ mod tests {
     #[cfg(unix)]
     #[test]
     fn an_import_run_as_root_leaves_a_store_the_data_dirs_owner_can_open() {
-        use std::os::unix::fs::MetadataExt;
         let temp = tempfile::tempdir().unwrap();
-        if std::fs::metadata(temp.path()).unwrap().uid() != 0 {
-            eprintln!("skipped: only root can give files away");
+        if !can_give_files_away(temp.path()) {
             return;
         }
         let (source, data) = (temp.path().join("a"), temp.path().join("data"));
@@ -847,26 +542,29 @@ mod tests {
             "dump.jsonl",
         )
         .unwrap();
-        let mut pending = vec![data.join("store")];
-        let mut checked = 0;
-        while let Some(path) = pending.pop() {
-            let meta = std::fs::metadata(&path).unwrap();
-            assert_eq!(
-                (meta.uid(), meta.gid()),
-                (64_123, 64_124),
-                "{}",
-                path.display()
-            );
-            if meta.is_dir() {
-                pending.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
-            }
-            checked += 1;
-        }
-        assert!(checked > 2, "only {checked} files in the store");
+        let owners = owners_under(&data.join("store"));
+        assert!(owners.len() > 2, "{owners:?}");
+        assert!(
+            owners.iter().all(|(_, owner)| *owner == (64_123, 64_124)),
+            "{owners:?}"
+        );
     }
 
+    /// Whether the test runs as root, the only user that can give files
+    /// away; says it is skipped otherwise.
     #[cfg(unix)]
-    fn owners_under(dir: &Path) -> Vec<(PathBuf, u32)> {
+    fn can_give_files_away(temp: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let root = std::fs::metadata(temp).unwrap().uid() == 0;
+        if !root {
+            eprintln!("skipped: only root can give files away");
+        }
+        root
+    }
+
+    /// `dir` and every file under it, with its owner and group.
+    #[cfg(unix)]
+    fn owners_under(dir: &Path) -> Vec<(PathBuf, (u32, u32))> {
         use std::os::unix::fs::MetadataExt;
         let mut owners = Vec::new();
         let mut pending = vec![dir.to_path_buf()];
@@ -875,7 +573,7 @@ mod tests {
             if meta.is_dir() {
                 pending.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
             }
-            owners.push((path, meta.uid()));
+            owners.push((path, (meta.uid(), meta.gid())));
         }
         owners
     }
@@ -883,10 +581,8 @@ mod tests {
     #[cfg(unix)]
     #[test]
     fn an_export_run_as_root_leaves_the_store_to_its_owner() {
-        use std::os::unix::fs::MetadataExt;
         let temp = tempfile::tempdir().unwrap();
-        if std::fs::metadata(temp.path()).unwrap().uid() != 0 {
-            eprintln!("skipped: only root can give files away");
+        if !can_give_files_away(temp.path()) {
             return;
         }
         let store = temp.path().join("store");
@@ -898,7 +594,10 @@ mod tests {
         export(&store);
         let owners = owners_under(&store);
         assert!(owners.len() > 2, "{owners:?}");
-        assert!(owners.iter().all(|(_, uid)| *uid == 64_123), "{owners:?}");
+        assert!(
+            owners.iter().all(|(_, (uid, _))| *uid == 64_123),
+            "{owners:?}"
+        );
     }
 
     #[test]
