@@ -247,18 +247,22 @@ impl SipSources<'_> {
     /// service are not counted again, and no second action is made while
     /// one is still open; returns how many actions were created.
     pub fn sync_chronic(&self, store: &Store, now: DateTime<Utc>) -> Result<usize, SipError> {
-        let incidents = store.itsm_records("incidents")?;
-        if incidents.is_empty() {
-            return Ok(0);
-        }
+        // The incidents tree is read one record at a time, and only those
+        // opened within the longest window are kept.
+        let longest = self
+            .customers
+            .iter()
+            .filter_map(|c| chrono::Duration::from_std(c.contract.chronic_incidents.window.0).ok())
+            .max()
+            .unwrap_or_default();
         let impact = Impact::load(store, self.customers)?;
         // (customer, CI or service) → incidents on it, by the customer.
         let mut groups: HashMap<(CustomerId, String), Vec<Incident>> = HashMap::new();
-        for record in incidents {
-            let ItsmRecord::Incident(incident) = record else {
+        for record in store.itsm_scan("incidents")? {
+            let ItsmRecord::Incident(incident) = record? else {
                 continue;
             };
-            let Some(opened) = incident.opened_at else {
+            let Some(opened) = incident.opened_at.filter(|o| *o > now - longest) else {
                 continue;
             };
             let accounts = incident.account.iter().chain(&incident.company);

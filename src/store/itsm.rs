@@ -141,18 +141,23 @@ impl Store {
 
     /// Every record of an ITSM tree, by id (a scan).
     pub fn itsm_records(&self, tree: &'static str) -> Result<Vec<ItsmRecord>, StoreError> {
-        let mut out = Vec::new();
-        for item in self.itsm_tree(tree)?.iter() {
+        self.itsm_scan(tree)?.collect()
+    }
+
+    /// Every record of an ITSM tree, by id, decoded one at a time: for a
+    /// scan that keeps few of them (the incidents tree can be large).
+    pub fn itsm_scan(
+        &self,
+        tree: &'static str,
+    ) -> Result<impl Iterator<Item = Result<ItsmRecord, StoreError>>, StoreError> {
+        Ok(self.itsm_tree(tree)?.iter().map(move |item| {
             let (key, bytes) = item?;
-            out.push(
-                serde_json::from_slice(&bytes).map_err(|source| StoreError::Decode {
-                    tree,
-                    key: String::from_utf8_lossy(&key).into_owned(),
-                    source,
-                })?,
-            );
-        }
-        Ok(out)
+            serde_json::from_slice(&bytes).map_err(|source| StoreError::Decode {
+                tree,
+                key: String::from_utf8_lossy(&key).into_owned(),
+                source,
+            })
+        }))
     }
 
     /// Number of records in an ITSM tree (a scan: for tests and tools).
