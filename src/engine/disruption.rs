@@ -36,7 +36,7 @@ use crate::store::{Store, StoreError};
 
 /// Per customer, the CIs and services under each change under way, with
 /// the change's number.
-type Windows = BTreeMap<CustomerId, Vec<(BTreeSet<String>, String)>>;
+pub(crate) type Windows = BTreeMap<CustomerId, Vec<(BTreeSet<String>, String)>>;
 
 /// Names of the per-customer states in the outbox tree.
 const STATE_PREFIX: &str = "disruption/";
@@ -95,9 +95,48 @@ struct Situation<'a> {
     now: DateTime<Utc>,
 }
 
+/// Per customer, the CIs under a change being carried out now (by
+/// sys_id and name), with the change's number.
+pub(crate) fn maintenance_windows(
+    store: &Store,
+    impact: &Impact,
+    customers: &[Customer],
+    now: DateTime<Utc>,
+) -> Result<Windows, StoreError> {
+    let mut out = Windows::new();
+    for record in store.itsm_records("changes")? {
+        let ItsmRecord::Change(change) = record else {
+            continue;
+        };
+        let in_window = change
+            .planned_start
+            .zip(change.planned_end)
+            .is_some_and(|(start, end)| start <= now && now <= end);
+        let under_way =
+            change.state == ChangeState::Implement || (in_window && change.state.is_open());
+        if !under_way {
+            continue;
+        }
+        let cis = impact.change_cis(&change);
+        let mut names = cis.clone();
+        names.extend(
+            cis.iter()
+                .filter_map(|c| impact.ci_name(c).map(str::to_string)),
+        );
+        for affected in impact.affected_customers(&change, customers) {
+            let mut covered = names.clone();
+            covered.extend(affected.services.iter().cloned());
+            out.entry(affected.id)
+                .or_default()
+                .push((covered, change.number.clone()));
+        }
+    }
+    Ok(out)
+}
+
 /// An alert occurrence: the alert and its start, so an alert that fires
 /// again later is a new occurrence.
-fn occurrence(alert: &AlertState) -> String {
+pub(crate) fn occurrence(alert: &AlertState) -> String {
     format!(
         "{}/{}/{}",
         alert.connector,
@@ -142,7 +181,7 @@ impl Planner<'_> {
             }
         }
         let impact = Impact::load(store, self.customers)?;
-        let windows = self.maintenance_windows(store, &impact, now)?;
+        let windows = maintenance_windows(store, &impact, self.customers, now)?;
         let mut states = Vec::new();
         let mut messages = Vec::new();
         let mut due: Option<DateTime<Utc>> = None;
@@ -199,45 +238,6 @@ impl Planner<'_> {
                 }
             })
             .collect()
-    }
-
-    /// Per customer, the CIs under a change being carried out now (by
-    /// sys_id and name), with the change's number.
-    fn maintenance_windows(
-        &self,
-        store: &Store,
-        impact: &Impact,
-        now: DateTime<Utc>,
-    ) -> Result<Windows, StoreError> {
-        let mut out = Windows::new();
-        for record in store.itsm_records("changes")? {
-            let ItsmRecord::Change(change) = record else {
-                continue;
-            };
-            let in_window = change
-                .planned_start
-                .zip(change.planned_end)
-                .is_some_and(|(start, end)| start <= now && now <= end);
-            let under_way =
-                change.state == ChangeState::Implement || (in_window && change.state.is_open());
-            if !under_way {
-                continue;
-            }
-            let cis = impact.change_cis(&change);
-            let mut names = cis.clone();
-            names.extend(
-                cis.iter()
-                    .filter_map(|c| impact.ci_name(c).map(str::to_string)),
-            );
-            for affected in impact.affected_customers(&change, self.customers) {
-                let mut covered = names.clone();
-                covered.extend(affected.services.iter().cloned());
-                out.entry(affected.id)
-                    .or_default()
-                    .push((covered, change.number.clone()));
-            }
-        }
-        Ok(out)
     }
 
     /// Moves one customer's disruption forward (every message it queues
