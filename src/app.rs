@@ -180,6 +180,22 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         queued.clone(),
         shutdown.clone(),
     ));
+    let ticketing = state.clone();
+    let written = state.clone();
+    tasks.spawn(engine::run_planner(
+        "proactive tickets",
+        alerted.clone(),
+        move || {
+            let config = ticketing.config.load_full();
+            engine::proactive::Planner {
+                connectors: &config.connectors,
+                customers: &config.customers,
+            }
+            .run(&ticketing.store, chrono::Utc::now())
+        },
+        move |_| written.writers.values().for_each(|w| w.wake()),
+        shutdown.clone(),
+    ));
     let disrupting = state.clone();
     tasks.spawn(engine::run_planner(
         "disruptions",

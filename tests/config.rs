@@ -306,7 +306,45 @@ url = "https://monitoring.example.net"
 auth = "none"
 "#,
             errors: &[
-                "{dir}/csmd.toml:7:1: unknown field `url`, expected one of `name`, `profile`, `webhook`, `fields`, `base_url`, `auth`, `poll_interval`, `rate_limit`, `timeout`, `filter`, `streams`",
+                "{dir}/csmd.toml:7:1: unknown field `url`, expected one of `name`, `profile`, `webhook`, `fields`, `base_url`, `auth`, `poll_interval`, `rate_limit`, `timeout`, `filter`, `streams`, `itsm`",
+            ],
+            ..CASE
+        },
+        Case {
+            mistake: "tickets through a connector that does not exist",
+            csmd_toml: r#"
+[email]
+from = "Example Telecom CSM <csm@example.net>"
+
+[[connector]]
+name = "monitoring"
+profile = "alertmanager"
+[connector.webhook]
+auth = "none"
+[connector.itsm]
+writeback = "servicenow"
+"#,
+            errors: &[
+                "{dir}/csmd.toml:10:13: no connector `servicenow` to write tickets with (ITSM connectors: none)",
+            ],
+            ..CASE
+        },
+        Case {
+            mistake: "tickets from a connector that reads no alerts",
+            csmd_toml: r#"
+[email]
+from = "Example Telecom CSM <csm@example.net>"
+
+[[connector]]
+name = "surveys"
+profile = "feedback-json"
+[connector.webhook]
+auth = "none"
+[connector.itsm]
+writeback = "surveys"
+"#,
+            errors: &[
+                "{dir}/csmd.toml:9:1: [connector.itsm] opens tickets from alerts; profile `feedback-json` does not read alerts",
             ],
             ..CASE
         },

@@ -9,11 +9,13 @@ use std::time::Duration;
 use base64::Engine as _;
 use secrecy::{ExposeSecret, SecretBox, SecretString};
 
+use super::customer::Severity;
 use super::diag::{Diagnostics, SourceFile};
 use super::sections::{ConnectorSection, DaemonSection, UpstreamAuthKind, WebhookAuthKind};
 use super::value::{RateLimit, SecretContext};
 use super::{Daemon, absolute, resolve_secret};
 use crate::connector::rest::client::{ClientSettings, OAuth2, UpstreamAuth};
+use crate::connector::rest::profile::{TicketProfile, TicketPurpose};
 use crate::connector::{ConnectorKind, Parser, Polling, Profile};
 use crate::model::ConnectorName;
 
@@ -30,6 +32,31 @@ pub struct Connector {
     pub webhook_auth: Option<WebhookAuth>,
     /// Set for connectors that poll their upstream.
     pub poll: Option<PollConfig>,
+    /// Set for monitoring connectors whose alerts open ITSM tickets.
+    pub tickets: Option<AlertTickets>,
+}
+
+/// `[connector.itsm]`, checked: the tickets a monitoring connector's
+/// alerts open through an ITSM connector that can write them.
+#[derive(Debug, Clone)]
+pub struct AlertTickets {
+    pub writeback: ConnectorName,
+    pub min_severity: Severity,
+    pub assignment_group: Option<String>,
+}
+
+impl Connector {
+    /// How the connector writes tickets of `purpose`, when it can.
+    pub fn ticket_profile(&self, purpose: TicketPurpose) -> Option<&TicketProfile> {
+        self.poll
+            .as_ref()?
+            .polling
+            .api
+            .write
+            .as_ref()?
+            .tickets
+            .get(&purpose)
+    }
 }
 
 /// How a connector polls its upstream.
@@ -211,16 +238,102 @@ pub(super) fn resolve_connectors(
                 None => continue,
             },
         };
+        let kind = profile.kind();
+        let tickets = section.itsm.as_ref().and_then(|itsm| {
+            if kind.is_monitoring() {
+                let settings = itsm.get_ref();
+                match settings.writeback.get_ref().parse::<ConnectorName>() {
+                    Ok(writeback) => Some(AlertTickets {
+                        writeback,
+                        min_severity: settings.min_severity.unwrap_or(Severity::Critical),
+                        assignment_group: settings.assignment_group.clone(),
+                    }),
+                    Err(e) => {
+                        diags.push(source.at(settings.writeback.span(), e.to_string()));
+                        None
+                    }
+                }
+            } else {
+                diags.push(source.at(
+                    itsm.span(),
+                    format!(
+                        "[connector.itsm] opens tickets from alerts; profile `{}` does not read alerts",
+                        section.profile.get_ref()
+                    ),
+                ));
+                None
+            }
+        });
         connectors.push(Connector {
             name,
-            kind: profile.kind(),
+            kind,
             profile_dir,
             parser: built.parser,
             webhook_auth,
             poll,
+            tickets,
         });
     }
+    check_ticket_writers(source, sections, &connectors, diags);
     connectors
+}
+
+/// Every `[connector.itsm] writeback` names a connector that can write
+/// both kinds of ticket.
+fn check_ticket_writers(
+    source: &SourceFile,
+    sections: &[ConnectorSection],
+    connectors: &[Connector],
+    diags: &mut Diagnostics,
+) {
+    for connector in connectors {
+        let Some(tickets) = &connector.tickets else {
+            continue;
+        };
+        let Some(span) = sections
+            .iter()
+            .find(|s| s.name.get_ref() == connector.name.as_str())
+            .and_then(|s| s.itsm.as_ref())
+            .map(|itsm| itsm.get_ref().writeback.span())
+        else {
+            continue;
+        };
+        let Some(writer) = connectors.iter().find(|c| c.name == tickets.writeback) else {
+            let known: Vec<&str> = connectors
+                .iter()
+                .filter(|c| c.poll.is_some())
+                .map(|c| c.name.as_str())
+                .collect();
+            diags.push(source.at(
+                span,
+                format!(
+                    "no connector `{}` to write tickets with (ITSM connectors: {})",
+                    tickets.writeback,
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            ));
+            continue;
+        };
+        let missing: Vec<&str> = [TicketPurpose::MajorIncident, TicketPurpose::ProactiveCase]
+            .into_iter()
+            .filter(|p| writer.ticket_profile(*p).is_none())
+            .map(TicketPurpose::as_str)
+            .collect();
+        if !missing.is_empty() {
+            diags.push(source.at(
+                span,
+                format!(
+                    "connector `{}` cannot write these tickets: its profile has no [api.write.tickets.{}]",
+                    writer.name,
+                    missing.join("] or [api.write.tickets.")
+                ),
+            ));
+        }
+    }
 }
 
 fn resolve_webhook_auth(

@@ -185,6 +185,18 @@ pub enum Severity {
     Critical,
 }
 
+impl std::fmt::Display for Severity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Minor => "minor",
+            Severity::Major => "major",
+            Severity::Critical => "critical",
+        })
+    }
+}
+
 impl Severity {
     /// A monitoring tool's severity label, read generously (`crit`,
     /// `error`, `page`, …); an unknown or missing one is a warning.

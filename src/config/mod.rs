@@ -24,7 +24,7 @@ use serde::de::DeserializeOwned;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
-pub use connector::{Connector, WebhookAuth};
+pub use connector::{AlertTickets, Connector, WebhookAuth};
 pub use customer::Customer;
 use customer::PathStep;
 pub use diag::{Diagnostic, Diagnostics};
@@ -778,6 +778,13 @@ impl Config {
                         .rate_limit
                         .map_or_else(|| "no rate limit".to_string(), |r| format!("at most {r}")),
                     streams.join(", ")
+                );
+            }
+            if let Some(tickets) = &c.tickets {
+                let _ = writeln!(
+                    out,
+                    "    {:<16} {:<14} alerts at {} or above open a major incident and proactive cases through {}",
+                    "", "", tickets.min_severity, tickets.writeback
                 );
             }
         }

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::customer::Severity;
 use super::value::{CronExpr, HumanDuration, Rate, RateLimit, SecretRef, TimeZone};
 pub use crate::connector::rest::profile::StreamOverride;
 
@@ -411,6 +412,26 @@ pub struct ConnectorSection {
     /// (custom `u_` columns of an instance).
     #[serde(default)]
     pub streams: Option<Spanned<BTreeMap<String, StreamOverride>>>,
+    /// Tickets a monitoring connector's alerts open in the ITSM.
+    #[serde(default)]
+    pub itsm: Option<Spanned<ConnectorItsmSection>>,
+}
+
+/// `[connector.itsm]` of a monitoring connector: one major incident per
+/// outage and one proactive case per impacted customer, written through
+/// an ITSM connector's write-back.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectorItsmSection {
+    /// The ITSM connector writing the tickets; its profile needs
+    /// `[api.write.tickets.major_incident]` and `…proactive_case`.
+    pub writeback: Spanned<String>,
+    /// Lowest alert severity that opens tickets. Default: "critical".
+    #[serde(default)]
+    pub min_severity: Option<Severity>,
+    /// The assignment group of the tickets.
+    #[serde(default)]
+    pub assignment_group: Option<String>,
 }
 
 /// `[connector.auth]`: credentials towards a polled upstream.

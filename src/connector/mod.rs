@@ -37,6 +37,14 @@ pub enum ConnectorKind {
 }
 
 impl ConnectorKind {
+    /// Whether the connector's events are alerts from monitoring.
+    pub fn is_monitoring(self) -> bool {
+        matches!(
+            self,
+            ConnectorKind::Alertmanager | ConnectorKind::WebhookJson
+        )
+    }
+
     pub const ALL: &'static [ConnectorKind] = &[
         ConnectorKind::WebhookJson,
         ConnectorKind::FeedbackJson,

@@ -146,7 +146,7 @@ pub(crate) fn occurrence(alert: &AlertState) -> String {
 }
 
 /// The connector and source id of an occurrence key.
-fn alert_of(occurrence: &str) -> Option<(crate::model::ConnectorName, String)> {
+pub(crate) fn alert_of(occurrence: &str) -> Option<(crate::model::ConnectorName, String)> {
     let (alert, _start) = occurrence.rsplit_once('/')?;
     let (connector, source_id) = alert.split_once('/')?;
     Some((connector.parse().ok()?, source_id.to_string()))
@@ -228,15 +228,7 @@ impl Planner<'_> {
             .filter(|a| {
                 Severity::of_label(a.severity.as_deref()) >= customer.contract.notice_min_severity
             })
-            .filter(|a| match &a.customer {
-                Some(named) => crate::config::customer::find(self.customers, named)
-                    .is_some_and(|c| c.id == customer.id),
-                None => {
-                    let targets: BTreeSet<String> =
-                        a.ci.iter().chain(&a.service).cloned().collect();
-                    impact.uses(&targets, &customer.id)
-                }
-            })
+            .filter(|a| impact.reaches(a, customer, self.customers))
             .collect()
     }
 

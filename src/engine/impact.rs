@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::config::Customer;
 use crate::model::CustomerId;
+use crate::model::alert::AlertState;
 use crate::model::itsm::{Account, Change, ItsmRecord};
 use crate::store::{Store, StoreError};
 
@@ -131,6 +132,26 @@ impl Impact {
         self.ci_names.get(id).map(String::as_str)
     }
 
+    /// The ITSM's id of a CI or service given by id or name, when the
+    /// ITSM's CMDB was read: what a reference field of a ticket takes.
+    pub fn ci_id<'a>(&'a self, ci: &'a str) -> Option<&'a str> {
+        if self.ci_names.contains_key(ci) {
+            return Some(ci);
+        }
+        self.ci_names
+            .iter()
+            .find(|(_, name)| *name == ci)
+            .map(|(id, _)| id.as_str())
+    }
+
+    /// The ITSM's id of the customer's account, when the accounts were read.
+    pub fn account_id(&self, customer: &CustomerId) -> Option<&str> {
+        self.accounts
+            .iter()
+            .find(|(_, c)| *c == customer)
+            .map(|(id, _)| id.as_str())
+    }
+
     /// The CIs (sys_ids) a change touches: its task_ci rows and its main CI.
     pub fn change_cis(&self, change: &Change) -> BTreeSet<String> {
         let mut cis: BTreeSet<String> =
@@ -174,6 +195,22 @@ impl Impact {
                         || service.as_ref().is_some_and(|s| self.is(t, s))
                 })
             })
+    }
+
+    /// Whether an alert concerns `customer`: named by its `customer` label
+    /// (an id or account of one of `customers`), or else on a CI or service
+    /// the customer uses.
+    pub fn reaches(&self, alert: &AlertState, customer: &Customer, customers: &[Customer]) -> bool {
+        match &alert.customer {
+            Some(named) => {
+                crate::config::customer::find(customers, named).is_some_and(|c| c.id == customer.id)
+            }
+            None => {
+                let targets: BTreeSet<String> =
+                    alert.ci.iter().chain(&alert.service).cloned().collect();
+                self.uses(&targets, &customer.id)
+            }
+        }
     }
 
     /// Whether `id` (a sys_id or a name) is `used` (a sys_id or a name).

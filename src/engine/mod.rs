@@ -19,6 +19,7 @@ pub mod changes;
 pub mod disruption;
 pub mod impact;
 pub mod maintenance;
+pub mod proactive;
 pub mod schedule;
 pub mod sip;
 

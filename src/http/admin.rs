@@ -147,6 +147,11 @@ async fn list_connectors(State(state): State<Arc<AppState>>) -> Json<Value> {
                     "interval_seconds": p.interval.as_secs(),
                     "streams": p.polling.streams.iter().map(|s| &s.name).collect::<Vec<_>>(),
                 })),
+                "tickets": c.tickets.as_ref().map(|t| json!({
+                    "writeback": t.writeback,
+                    "min_severity": t.min_severity,
+                    "assignment_group": t.assignment_group,
+                })),
                 "ok": health.as_ref().map(|h| h.ok()),
                 "health": health,
             })

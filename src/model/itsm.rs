@@ -329,6 +329,32 @@ pub struct ItsmWrite {
     pub updated_at: DateTime<Utc>,
 }
 
+impl ItsmWrite {
+    /// A creation of a record with `fields` in `table`, due now.
+    pub fn new(
+        connector: crate::model::ConnectorName,
+        key: &str,
+        table: &str,
+        fields: serde_json::Map<String, serde_json::Value>,
+        now: DateTime<Utc>,
+    ) -> ItsmWrite {
+        ItsmWrite {
+            key: key.to_string(),
+            connector,
+            table: table.to_string(),
+            fields,
+            updates: Vec::new(),
+            record_id: None,
+            status: WriteStatus::Pending,
+            attempts: 0,
+            last_error: None,
+            next_attempt_at: now,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WriteStatus {

@@ -8,6 +8,7 @@ mod itsm;
 pub mod journal;
 pub mod outbox;
 mod sip;
+pub mod tickets;
 mod typed;
 mod writes;
 
@@ -39,6 +40,7 @@ const TREE_NAMES: &[&str] = &[
     "integrity",
     "outbox",
     "itsm_writes",
+    tickets::TREE,
     itsm::CHANGE_HISTORY,
 ];
 

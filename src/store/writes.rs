@@ -7,9 +7,9 @@ use super::{Store, StoreError};
 use crate::model::ConnectorName;
 use crate::model::itsm::{ItsmWrite, WriteStatus};
 
-const TREE: &str = "itsm_writes";
+pub(super) const TREE: &str = "itsm_writes";
 
-fn key(connector: &ConnectorName, key: &str) -> Vec<u8> {
+pub(super) fn key(connector: &ConnectorName, key: &str) -> Vec<u8> {
     format!("{connector}\0{key}").into_bytes()
 }
 
@@ -18,7 +18,7 @@ impl Store {
         Ok(self.db.open_tree(TREE)?)
     }
 
-    fn decode_write(bytes: &[u8]) -> Result<ItsmWrite, StoreError> {
+    pub(super) fn decode_write(bytes: &[u8]) -> Result<ItsmWrite, StoreError> {
         serde_json::from_slice(bytes).map_err(|source| StoreError::Decode {
             tree: TREE,
             key: String::new(),
@@ -39,20 +39,7 @@ impl Store {
     ) -> Result<(ItsmWrite, bool), StoreError> {
         let tree = self.writes_tree()?;
         let k = key(connector, write_key);
-        let write = ItsmWrite {
-            key: write_key.to_string(),
-            connector: connector.clone(),
-            table: table.to_string(),
-            fields,
-            updates: Vec::new(),
-            record_id: None,
-            status: WriteStatus::Pending,
-            attempts: 0,
-            last_error: None,
-            next_attempt_at: now,
-            created_at: now,
-            updated_at: now,
-        };
+        let write = ItsmWrite::new(connector.clone(), write_key, table, fields, now);
         let bytes = serde_json::to_vec(&write)
             .map_err(|source| StoreError::Encode { tree: TREE, source })?;
         match tree.compare_and_swap(&k, None as Option<&[u8]>, Some(bytes))? {

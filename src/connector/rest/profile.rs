@@ -68,6 +68,66 @@ pub struct OAuthProfile {
 pub struct WriteProfile {
     /// The field carrying csmd's key on records it creates.
     pub correlation_field: String,
+    /// The tickets csmd opens by itself, by purpose, like
+    /// `[api.write.tickets.major_incident]`.
+    #[serde(default)]
+    pub tickets: BTreeMap<TicketPurpose, TicketProfile>,
+}
+
+/// Why csmd opens a ticket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TicketPurpose {
+    /// One per outage seen by monitoring.
+    MajorIncident,
+    /// One per customer an outage reaches, linked to the major incident.
+    ProactiveCase,
+}
+
+impl TicketPurpose {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TicketPurpose::MajorIncident => "major_incident",
+            TicketPurpose::ProactiveCase => "proactive_case",
+        }
+    }
+}
+
+/// How tickets of one purpose are written: the table, where csmd's parts
+/// of a ticket go, and the columns set on creation and resolution.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TicketProfile {
+    pub table: String,
+    /// csmd's part of a ticket → the upstream column.
+    pub fields: BTreeMap<TicketField, String>,
+    /// Columns set on every ticket of this purpose when it is created.
+    #[serde(default)]
+    pub create: serde_json::Map<String, serde_json::Value>,
+    /// Columns set when csmd resolves the ticket (its note goes into the
+    /// `note` column in the same update).
+    #[serde(default)]
+    pub resolve: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The parts of a ticket csmd fills in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TicketField {
+    /// A one-line summary.
+    Title,
+    /// The full text.
+    Description,
+    /// The customer's account (a reference: its id when csmd knows it).
+    Account,
+    /// The CI (a reference: its id when csmd knows it).
+    Ci,
+    /// The service (a reference: its id when csmd knows it).
+    Service,
+    /// The assignment group, from the connector's configuration.
+    Group,
+    /// Where work notes go.
+    Note,
 }
 
 #[derive(Debug, Clone, Deserialize)]
