@@ -180,6 +180,15 @@ async fn an_outage_opens_one_major_incident_and_a_case_per_customer_then_resolve
     )
     .await;
     wait_for_tickets(&sn, 1, 3).await;
+    let open = app.api.admin_get("/api/v1/outages").await;
+    assert_eq!(open.status, 200, "{}", open.text);
+    assert_eq!(open.json["outages"][0]["target"], "ip-vpn", "{}", open.text);
+    assert_eq!(
+        open.json["outages"][0]["cases"]
+            .as_object()
+            .map(|c| c.keys().cloned().collect::<Vec<_>>()),
+        Some(vec!["acme".to_string(), "globex".into(), "initech".into()])
+    );
 
     let incident = &incidents(&sn)[0];
     let key = incident["correlation_id"].as_str().unwrap().to_string();
@@ -252,6 +261,10 @@ async fn an_outage_opens_one_major_incident_and_a_case_per_customer_then_resolve
     .await;
     assert_eq!(incidents(&sn).len(), 1);
     assert_eq!(cases(&sn).len(), 3);
+    assert_eq!(
+        app.api.admin_get("/api/v1/outages").await.json["outages"],
+        json!([])
+    );
     for ticket in incidents(&sn).iter().chain(&cases(&sn)) {
         let note = ticket["work_notes"].as_str().unwrap_or_default();
         assert!(

@@ -18,6 +18,7 @@ pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/alerts", get(list))
         .route("/disruptions", get(disruptions))
+        .route("/outages", get(outages))
 }
 
 #[derive(Deserialize)]
@@ -58,4 +59,15 @@ async fn disruptions(State(state): State<Arc<AppState>>) -> Result<Json<Value>, 
         })
         .collect();
     Ok(Json(json!({ "customers": customers })))
+}
+
+/// The outages with open ITSM tickets: their alerts, major incident and
+/// proactive cases (keys of the write-back queue).
+async fn outages(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+    let store = state.store.clone();
+    let outages = tokio::task::spawn_blocking(move || crate::engine::proactive::outages(&store))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    let outages: Vec<_> = outages.into_values().collect();
+    Ok(Json(json!({ "outages": outages })))
 }
