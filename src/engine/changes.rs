@@ -387,6 +387,7 @@ mod tests {
             ci: Some(ci.into()),
             billable: false,
             customer_requested: false,
+            closed_at: None,
             updated_at: t("2026-11-01T00:00:00Z"),
         }
     }

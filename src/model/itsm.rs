@@ -19,6 +19,12 @@ pub enum ItsmRecord {
     ChangeCi(ChangeCi),
     Problem(Problem),
     ProblemTask(ProblemTask),
+    /// From billing: a customer account.
+    BillingAccount(BillingAccount),
+    /// From billing: a recurring line item.
+    Subscription(Subscription),
+    /// From billing: a one-off charge.
+    Charge(Charge),
 }
 
 /// The store trees of ITSM records, one per kind, by the name the store
@@ -33,6 +39,9 @@ pub const RECORD_TREES: &[&str] = &[
     "change_cis",
     "problems",
     "problem_tasks",
+    "billing_accounts",
+    "subscriptions",
+    "charges",
 ];
 
 impl ItsmRecord {
@@ -47,6 +56,9 @@ impl ItsmRecord {
             ItsmRecord::ChangeCi(r) => &r.id,
             ItsmRecord::Problem(r) => &r.id,
             ItsmRecord::ProblemTask(r) => &r.id,
+            ItsmRecord::BillingAccount(r) => &r.id,
+            ItsmRecord::Subscription(r) => &r.id,
+            ItsmRecord::Charge(r) => &r.id,
         }
     }
 
@@ -61,6 +73,9 @@ impl ItsmRecord {
             ItsmRecord::ChangeCi(r) => r.updated_at,
             ItsmRecord::Problem(r) => r.updated_at,
             ItsmRecord::ProblemTask(r) => r.updated_at,
+            ItsmRecord::BillingAccount(r) => r.updated_at,
+            ItsmRecord::Subscription(r) => r.updated_at,
+            ItsmRecord::Charge(r) => r.updated_at,
         }
     }
 
@@ -83,6 +98,9 @@ impl ItsmRecord {
             ItsmRecord::ChangeCi(_) => "change_cis",
             ItsmRecord::Problem(_) => "problems",
             ItsmRecord::ProblemTask(_) => "problem_tasks",
+            ItsmRecord::BillingAccount(_) => "billing_accounts",
+            ItsmRecord::Subscription(_) => "subscriptions",
+            ItsmRecord::Charge(_) => "charges",
         }
     }
 }
@@ -265,6 +283,9 @@ pub struct Change {
     pub ci: Option<String>,
     pub billable: bool,
     pub customer_requested: bool,
+    /// When the change was closed (`closed_at`).
+    #[serde(default)]
+    pub closed_at: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
 }
 
@@ -424,4 +445,62 @@ impl Change {
             end: self.planned_end,
         }
     }
+}
+
+/// A billing system's customer account.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BillingAccount {
+    pub id: String,
+    /// The account number customer files name as `billing_account`.
+    pub number: Option<String>,
+    pub name: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A subscription: a recurring line item billing a CI or a service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Subscription {
+    pub id: String,
+    /// The billing account (its id or number).
+    pub account: Option<String>,
+    /// Product or SKU.
+    pub product: Option<String>,
+    /// The CI billed, by name (or ITSM id).
+    pub ci: Option<String>,
+    /// The service billed.
+    pub service: Option<String>,
+    pub quantity: Option<f64>,
+    pub start: Option<DateTime<Utc>>,
+    pub end: Option<DateTime<Utc>>,
+    /// `active`, `suspended`, `cancelled`, … as the billing system says.
+    pub status: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Subscription {
+    /// Billing now: an active (or unstated) status, started, not ended.
+    pub fn is_active(&self, now: DateTime<Utc>) -> bool {
+        let status_active = self.status.as_deref().is_none_or(|s| {
+            matches!(
+                s.to_ascii_lowercase().as_str(),
+                "active" | "activated" | "live" | "in_service" | "billing"
+            )
+        });
+        status_active
+            && self.start.is_none_or(|start| start <= now)
+            && self.end.is_none_or(|end| end > now)
+    }
+}
+
+/// A one-off charge, like the work of a billable change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Charge {
+    pub id: String,
+    pub account: Option<String>,
+    /// The change number it bills (`CHG0001234`), when it bills one.
+    pub change: Option<String>,
+    pub description: Option<String>,
+    pub amount: Option<f64>,
+    pub charged_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
 }

@@ -278,6 +278,7 @@ mod tests {
             ci: None,
             billable: false,
             customer_requested: false,
+            closed_at: None,
             updated_at: at(updated),
         })
     }

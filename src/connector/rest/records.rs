@@ -217,6 +217,7 @@ impl RecordKind {
                 ci: f.text("ci"),
                 billable: f.flag("billable")?,
                 customer_requested: f.flag("customer_requested")?,
+                closed_at: None,
             }),
             RecordKind::ChangeCi => ItsmRecord::ChangeCi(ChangeCi {
                 id,
