@@ -17,6 +17,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::connector::billing_csv;
 use crate::connector::rest::client::RestClient;
 use crate::connector::rest::poll::Poller;
 use crate::connector::rest::task::{self, PollerHandle};
@@ -169,6 +170,17 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         queued.clone(),
         shutdown.clone(),
     ));
+    let reconciling = state.clone();
+    let ticketed = state.clone();
+    tasks.spawn(engine::integrity::run(
+        state.store.clone(),
+        move || reconciling.config.load_full(),
+        state.metrics.clone(),
+        applied.clone(),
+        alerted.clone(),
+        move |_| ticketed.writers.values().for_each(|w| w.wake()),
+        shutdown.clone(),
+    ));
     let sourcing = state.clone();
     tasks.spawn(engine::run_planner(
         "sip sources",
@@ -232,6 +244,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         },
         shutdown.clone(),
     ));
+    tasks.spawn(crate::report::schedule::run(state.clone(), shutdown.clone()));
     tasks.close();
 
     let app = http::router(state.clone());
@@ -319,7 +332,8 @@ pub fn load_templates(email: &crate::config::Email) -> Result<Templates, String>
 }
 
 /// One task per polled connector, reading its upstream into the journal,
-/// and one write-back worker per connector whose profile can write.
+/// one per folder-watching connector, importing its files, and one
+/// write-back worker per connector whose profile can write.
 fn start_pollers(
     config: &Config,
     store: &Store,
@@ -331,6 +345,25 @@ fn start_pollers(
     let mut pollers = BTreeMap::new();
     let mut writers = BTreeMap::new();
     for connector in &config.connectors {
+        if let Some(folder) = &connector.files {
+            let watcher = billing_csv::Watcher {
+                name: connector.name.clone(),
+                folder: folder.folder.clone(),
+                archive: folder.archive.clone(),
+                done_marker: folder.done_marker,
+                files: folder.files.clone(),
+                journal: journal.clone(),
+                store: store.clone(),
+            };
+            let handle = billing_csv::spawn(
+                watcher,
+                folder.interval,
+                metrics.clone(),
+                shutdown.clone(),
+                tasks,
+            );
+            pollers.insert(connector.name.to_string(), handle);
+        }
         let Some(poll) = &connector.poll else {
             continue;
         };

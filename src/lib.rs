@@ -14,6 +14,7 @@ pub mod http;
 pub mod metrics;
 pub mod model;
 pub mod notify;
+pub mod report;
 pub mod store;
 
 /// Selects rustls' crypto (ring) for the process, once; every HTTP and SMTP

@@ -85,6 +85,20 @@ enum Command {
         #[command(subcommand)]
         command: cli::sip::SipCommand,
     },
+    /// Data-integrity issues found across the ITSM, billing and monitoring.
+    Integrity {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: cli::integrity::IntegrityCommand,
+    },
+    /// Monthly service reports: preview one, or send one now.
+    Report {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: cli::report::ReportCommand,
+    },
     /// Inbound events stored in the daemon's journal.
     Events {
         #[command(flatten)]
@@ -125,6 +139,12 @@ fn main() -> ExitCode {
         }
         Command::Sip { client, command } => {
             block_on(async move { cli::sip::sip(&Client::new(&client)?, command).await })
+        }
+        Command::Integrity { client, command } => {
+            block_on(async move { cli::integrity::run(&Client::new(&client)?, command).await })
+        }
+        Command::Report { client, command } => {
+            block_on(async move { cli::report::run(&Client::new(&client)?, command).await })
         }
         Command::Events { client, args } => {
             block_on(async move { cli::events(&Client::new(&client)?, args).await })

@@ -33,6 +33,11 @@ pub struct StatusLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuleLabels {
+    pub rule: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: String,
 }
@@ -65,6 +70,8 @@ pub struct Metrics {
     pub outbox_send_failures: Family<StatusLabels, Counter>,
     /// Alerts a sender said it left out of its webhooks (`truncatedAlerts`).
     pub alerts_truncated: Family<ConnectorLabels, Counter>,
+    /// Data-integrity issues raised and not resolved, per rule.
+    pub integrity_open: Family<RuleLabels, Gauge>,
 }
 
 impl Metrics {
@@ -148,6 +155,12 @@ impl Metrics {
             "Alerts a sender said it left out of its webhooks (truncatedAlerts)",
             alerts_truncated.clone(),
         );
+        let integrity_open = Family::<RuleLabels, Gauge>::default();
+        registry.register(
+            "integrity_open_issues",
+            "Data-integrity issues raised and not resolved, by rule",
+            integrity_open.clone(),
+        );
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info
             .get_or_create(&BuildLabels {
@@ -170,6 +183,7 @@ impl Metrics {
             outbox_delivery_seconds,
             outbox_send_failures,
             alerts_truncated,
+            integrity_open,
         }
     }
 

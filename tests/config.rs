@@ -95,7 +95,7 @@ from = "Example Telecom CSM <csm@example.net>"
 host = "smtp.example.net"
 "#,
             errors: &[
-                "{dir}/csmd.toml:4:2: unknown section `smtp`; expected `daemon`, `email`, `schedules`, `maintenance`, `disruptions`, `sip` or `connector`",
+                "{dir}/csmd.toml:4:2: unknown section `smtp`; expected `daemon`, `email`, `schedules`, `maintenance`, `disruptions`, `integrity`, `sip` or `connector`",
             ],
             ..CASE
         },
@@ -306,7 +306,7 @@ url = "https://monitoring.example.net"
 auth = "none"
 "#,
             errors: &[
-                "{dir}/csmd.toml:7:1: unknown field `url`, expected one of `name`, `profile`, `webhook`, `fields`, `base_url`, `auth`, `poll_interval`, `rate_limit`, `timeout`, `filter`, `streams`, `itsm`",
+                "{dir}/csmd.toml:7:1: unknown field `url`, expected one of `name`, `profile`, `webhook`, `fields`, `base_url`, `auth`, `poll_interval`, `rate_limit`, `timeout`, `filter`, `streams`, `itsm`, `folder`, `archive`, `done_marker`",
             ],
             ..CASE
         },

@@ -5,7 +5,9 @@
 
 pub mod changes;
 mod client;
+pub mod integrity;
 pub mod output;
+pub mod report;
 pub mod sip;
 pub mod store;
 

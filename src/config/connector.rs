@@ -34,6 +34,18 @@ pub struct Connector {
     pub poll: Option<PollConfig>,
     /// Set for monitoring connectors whose alerts open ITSM tickets.
     pub tickets: Option<AlertTickets>,
+    /// Set for connectors that import files from a folder (`billing-csv`).
+    pub files: Option<FolderConfig>,
+}
+
+/// How a `billing-csv` connector watches its folder.
+#[derive(Debug)]
+pub struct FolderConfig {
+    pub folder: PathBuf,
+    pub archive: PathBuf,
+    pub done_marker: bool,
+    pub interval: Duration,
+    pub files: crate::connector::billing_csv::Files,
 }
 
 /// `[connector.itsm]`, checked: the tickets a monitoring connector's
@@ -220,19 +232,41 @@ pub(super) fn resolve_connectors(
                 continue;
             }
         };
+        let files = match built.files {
+            Some(files) => match resolve_folder(source, section, files, config_dir, diags) {
+                Some(folder) => Some(folder),
+                None => continue,
+            },
+            None => {
+                refuse_folder_settings(source, section, &profile, diags);
+                None
+            }
+        };
         let poll = match built.polling {
             Some(polling) => match resolve_poll(source, section, polling, secrets, diags) {
                 Some(poll) => Some(poll),
                 None => continue,
             },
             None => {
-                refuse_poll_settings(source, section, &profile, diags);
+                refuse_poll_settings(source, section, &profile, files.is_some(), diags);
                 None
             }
         };
-        let webhook_auth = match (&section.webhook, &poll) {
+        let webhook_auth = match (&section.webhook, &poll, &files) {
             // A polled connector may take no webhooks at all.
-            (None, Some(_)) => None,
+            (None, Some(_), _) => None,
+            // Files never arrive by webhook.
+            (Some(webhook), _, Some(_)) => {
+                diags.push(source.at(
+                    webhook.span(),
+                    format!(
+                        "profile `{}` imports files from `folder`; it takes no webhooks",
+                        section.profile.get_ref()
+                    ),
+                ));
+                continue;
+            }
+            (None, _, Some(_)) => None,
             _ => match resolve_webhook_auth(source, section, daemon, secrets, diags) {
                 Some(auth) => Some(auth),
                 None => continue,
@@ -272,6 +306,7 @@ pub(super) fn resolve_connectors(
             webhook_auth,
             poll,
             tickets,
+            files,
         });
     }
     check_ticket_writers(source, sections, &connectors, diags);
@@ -611,12 +646,95 @@ fn kind_name(kind: UpstreamAuthKind) -> &'static str {
     }
 }
 
+/// The folder a `billing-csv` connector imports from; relative paths are
+/// relative to the configuration file.
+fn resolve_folder(
+    source: &SourceFile,
+    section: &ConnectorSection,
+    files: crate::connector::billing_csv::Files,
+    config_dir: &Path,
+    diags: &mut Diagnostics,
+) -> Option<FolderConfig> {
+    let Some(folder) = &section.folder else {
+        diags.push(source.at(
+            section.name.span(),
+            format!(
+                "connector `{}` imports CSV files: set `folder`, where the exports are dropped",
+                section.name.get_ref()
+            ),
+        ));
+        return None;
+    };
+    if folder.get_ref().is_empty() {
+        diags.push(source.at(folder.span(), "`folder` is empty"));
+        return None;
+    }
+    let folder_path = absolute(&config_dir.join(folder.get_ref()));
+    let archive = match &section.archive {
+        Some(a) if a.get_ref().is_empty() => {
+            diags.push(source.at(a.span(), "`archive` is empty"));
+            return None;
+        }
+        Some(a) => absolute(&config_dir.join(a.get_ref())),
+        None => folder_path.join("archive"),
+    };
+    if archive == folder_path {
+        let span = section.archive.as_ref().map_or(folder.span(), |a| a.span());
+        diags.push(source.at(
+            span,
+            "`archive` must differ from `folder`, or imported files would be imported again",
+        ));
+        return None;
+    }
+    Some(FolderConfig {
+        folder: folder_path,
+        archive,
+        done_marker: section.done_marker.as_ref().is_some_and(|d| *d.get_ref()),
+        interval: section
+            .poll_interval
+            .as_ref()
+            .map_or(DEFAULT_FOLDER_INTERVAL, |d| d.get_ref().0),
+        files,
+    })
+}
+
+const DEFAULT_FOLDER_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Folder settings on a connector that imports no files.
+fn refuse_folder_settings(
+    source: &SourceFile,
+    section: &ConnectorSection,
+    profile: &Profile,
+    diags: &mut Diagnostics,
+) {
+    let spans = [
+        ("folder", section.folder.as_ref().map(|s| s.span())),
+        ("archive", section.archive.as_ref().map(|s| s.span())),
+        (
+            "done_marker",
+            section.done_marker.as_ref().map(|s| s.span()),
+        ),
+    ];
+    for (key, span) in spans {
+        if let Some(span) = span {
+            diags.push(source.at(
+                span,
+                format!(
+                    "`{key}` is for connectors that import files (billing-csv), not profile `{}`",
+                    profile.kind()
+                ),
+            ));
+        }
+    }
+}
+
 /// Polling settings on a connector whose profile does not poll are a
-/// mistake worth pointing at.
+/// mistake worth pointing at (a folder-watching one takes `poll_interval`).
 fn refuse_poll_settings(
     source: &SourceFile,
     section: &ConnectorSection,
     profile: &Profile,
+    watches_folder: bool,
     diags: &mut Diagnostics,
 ) {
     let spans = [
@@ -624,7 +742,11 @@ fn refuse_poll_settings(
         ("auth", section.auth.as_ref().map(|s| s.span())),
         (
             "poll_interval",
-            section.poll_interval.as_ref().map(|s| s.span()),
+            section
+                .poll_interval
+                .as_ref()
+                .filter(|_| !watches_folder)
+                .map(|s| s.span()),
         ),
         ("rate_limit", section.rate_limit.as_ref().map(|s| s.span())),
         ("timeout", section.timeout.as_ref().map(|s| s.span())),
@@ -635,8 +757,13 @@ fn refuse_poll_settings(
             diags.push(source.at(
                 span,
                 format!(
-                    "`{key}` is for polled connectors; profile `{}` only receives webhooks",
-                    profile.kind()
+                    "`{key}` is for polled connectors; profile `{}` {}",
+                    profile.kind(),
+                    if watches_folder {
+                        "imports files from `folder`"
+                    } else {
+                        "only receives webhooks"
+                    }
                 ),
             ));
         }

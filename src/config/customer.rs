@@ -110,6 +110,10 @@ pub struct Contract {
     /// Whether the monthly report is copied to `accounting` contacts.
     #[serde(default)]
     pub report_to_accounting: bool,
+    /// Whether critical monitoring alerts on a service count as outage
+    /// time in the report's availability, besides P1 and major incidents.
+    #[serde(default)]
+    pub availability_from_monitoring: bool,
     /// Whether the customer receives proactive disruption notices.
     #[serde(default = "default_true")]
     pub proactive_notices: bool,
@@ -159,6 +163,7 @@ impl Default for Contract {
             resolution: BTreeMap::new(),
             service_credit: Vec::new(),
             report_to_accounting: false,
+            availability_from_monitoring: false,
             proactive_notices: true,
             notice_min_severity: default_notice_severity(),
             chronic_incidents: ChronicRule::default(),

@@ -12,7 +12,7 @@ pub mod diag;
 mod sections;
 pub mod value;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -29,12 +29,14 @@ pub use customer::Customer;
 use customer::PathStep;
 pub use diag::{Diagnostic, Diagnostics};
 pub use sections::{
-    BrandingSection, ConnectorSection, DaemonSection, DisruptionsSection, EmailSection, LogFormat,
-    MaintenanceSection, SchedulesSection, SipSection, SmtpSection, TlsMode, TransportKind,
-    WebhookAuthKind, WebhookSection,
+    BrandingSection, ConnectorSection, DaemonSection, DisruptionsSection, EmailSection,
+    IntegritySection, LogFormat, MaintenanceSection, Reopen, RuleSection, SchedulesSection,
+    SipSection, SmtpSection, TlsMode, TransportKind, WebhookAuthKind, WebhookSection,
 };
 
-use crate::model::CustomerId;
+use crate::connector::rest::profile::TicketPurpose;
+use crate::model::integrity::Rule;
+use crate::model::{ConnectorName, CustomerId};
 use diag::{SourceFile, file_error};
 use value::{RateLimit, SecretContext, SecretRef, TimeZone, io_reason};
 
@@ -52,8 +54,41 @@ pub struct Config {
     pub maintenance: MaintenanceSection,
     pub sip: Sip,
     pub disruptions: DisruptionsSection,
+    pub integrity: Integrity,
     pub connectors: Vec<Connector>,
     pub customers: Vec<Customer>,
+}
+
+/// `[integrity]`, checked.
+#[derive(Debug, Clone)]
+pub struct Integrity {
+    /// The ITSM connector writing the tickets.
+    pub writeback: Option<ConnectorName>,
+    pub assignment_group: Option<String>,
+    pub reopen: Reopen,
+    pub charge_within: std::time::Duration,
+    rules: BTreeMap<Rule, RuleSection>,
+}
+
+impl Default for Integrity {
+    fn default() -> Self {
+        Integrity {
+            writeback: None,
+            assignment_group: None,
+            reopen: Reopen::Same,
+            charge_within: DEFAULT_CHARGE_WITHIN,
+            rules: BTreeMap::new(),
+        }
+    }
+}
+
+const DEFAULT_CHARGE_WITHIN: std::time::Duration = std::time::Duration::from_secs(30 * 86_400);
+
+impl Integrity {
+    /// A rule's settings: on, without grace, unless configured.
+    pub fn rule(&self, rule: Rule) -> RuleSection {
+        self.rules.get(&rule).cloned().unwrap_or_default()
+    }
 }
 
 /// `[sip]`, checked.
@@ -141,6 +176,7 @@ pub fn load(path: &Path) -> Result<Config, Diagnostics> {
     let mut maintenance = None;
     let mut sip = None;
     let mut disruptions = None;
+    let mut integrity_section = None;
     let mut connector_sections = Vec::new();
     for (key, value) in root.into_inner() {
         match key.get_ref().as_ref() {
@@ -162,6 +198,9 @@ pub fn load(path: &Path) -> Result<Config, Diagnostics> {
             "disruptions" => {
                 disruptions = section::<DisruptionsSection>(&source, value, &mut diags);
             }
+            "integrity" => {
+                integrity_section = section::<IntegritySection>(&source, value, &mut diags);
+            }
             "sip" => {
                 sip = section::<SipSection>(&source, value, &mut diags)
                     .map(|s| resolve_sip(&source, &s, &mut diags));
@@ -169,7 +208,7 @@ pub fn load(path: &Path) -> Result<Config, Diagnostics> {
             "connector" => connector_sections = connector_entries(&source, value, &mut diags),
             other => diags.push(source.at(
                 key.span(),
-                format!("unknown section `{other}`; expected `daemon`, `email`, `schedules`, `maintenance`, `disruptions`, `sip` or `connector`"),
+                format!("unknown section `{other}`; expected `daemon`, `email`, `schedules`, `maintenance`, `disruptions`, `integrity`, `sip` or `connector`"),
             )),
         }
     }
@@ -215,6 +254,10 @@ pub fn load(path: &Path) -> Result<Config, Diagnostics> {
         (Vec::new(), Vec::new())
     };
 
+    let integrity = integrity_section
+        .map(|section| resolve_integrity(&source, section, &connectors, &mut diags))
+        .unwrap_or_default();
+
     match email {
         Some(email) if diags.is_empty() => Ok(Config {
             path: path.to_path_buf(),
@@ -224,10 +267,54 @@ pub fn load(path: &Path) -> Result<Config, Diagnostics> {
             maintenance: maintenance.unwrap_or_default(),
             sip: sip.unwrap_or_default(),
             disruptions: disruptions.unwrap_or_default(),
+            integrity,
             connectors,
             customers,
         }),
         _ => Err(diags),
+    }
+}
+
+/// `[integrity]`: its `writeback` names a connector that can write "Data
+/// Integrity" tickets.
+fn resolve_integrity(
+    source: &SourceFile,
+    section: IntegritySection,
+    connectors: &[Connector],
+    diags: &mut Diagnostics,
+) -> Integrity {
+    let writeback = section.writeback.as_ref().and_then(|name| {
+        let span = name.span();
+        let found = connectors.iter().find(|c| c.name.as_str() == name.get_ref());
+        match found {
+            Some(c) if c.ticket_profile(TicketPurpose::DataIntegrity).is_some() => {
+                Some(c.name.clone())
+            }
+            Some(c) => {
+                diags.push(source.at(
+                    span,
+                    format!(
+                        "connector `{}` cannot write data-integrity tickets: its profile has no [api.write.tickets.data_integrity]",
+                        c.name
+                    ),
+                ));
+                None
+            }
+            None => {
+                diags.push(source.at(
+                    span,
+                    format!("no connector `{}` to write tickets with", name.get_ref()),
+                ));
+                None
+            }
+        }
+    });
+    Integrity {
+        writeback,
+        assignment_group: section.assignment_group,
+        reopen: section.reopen,
+        charge_within: section.charge_within.map_or(DEFAULT_CHARGE_WITHIN, |d| d.0),
+        rules: section.rules,
     }
 }
 

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::customer::Severity;
+use crate::model::integrity::Rule;
 use super::value::{CronExpr, HumanDuration, Rate, RateLimit, SecretRef, TimeZone};
 pub use crate::connector::rest::profile::StreamOverride;
 
@@ -203,6 +204,66 @@ pub struct MaintenanceSection {
     /// CIs (by name or sys_id) whose changes are not customer-impacting.
     #[serde(default)]
     pub not_customer_impacting_cis: Vec<String>,
+}
+
+/// `[integrity]`: the data-integrity reconciliation.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntegritySection {
+    /// The ITSM connector writing one "Data Integrity" ticket per issue;
+    /// without it issues are only listed.
+    #[serde(default)]
+    pub writeback: Option<Spanned<String>>,
+    /// The assignment group of the tickets.
+    #[serde(default)]
+    pub assignment_group: Option<String>,
+    /// What an issue seen again after its resolution gets: `same` (its
+    /// ticket reopened) or `new` (another ticket). Default: same.
+    #[serde(default)]
+    pub reopen: Reopen,
+    /// How long after its closing a billable change must be charged.
+    /// Default: 30d.
+    #[serde(default)]
+    pub charge_within: Option<HumanDuration>,
+    /// Per rule: `enabled` (default true) and `grace` (how long a finding
+    /// must last before it is raised; default 0s).
+    #[serde(default)]
+    pub rules: BTreeMap<Rule, RuleSection>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reopen {
+    #[default]
+    Same,
+    New,
+}
+
+/// `[integrity.rules.<rule>]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSection {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    #[serde(default = "default_grace")]
+    pub grace: HumanDuration,
+}
+
+impl Default for RuleSection {
+    fn default() -> Self {
+        RuleSection {
+            enabled: true,
+            grace: default_grace(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_grace() -> HumanDuration {
+    HumanDuration::from_secs(0)
 }
 
 /// `[disruptions]`: how alerts become proactive disruption notices.
@@ -415,6 +476,17 @@ pub struct ConnectorSection {
     /// Tickets a monitoring connector's alerts open in the ITSM.
     #[serde(default)]
     pub itsm: Option<Spanned<ConnectorItsmSection>>,
+    /// `billing-csv`: the folder exports are dropped into.
+    #[serde(default)]
+    pub folder: Option<Spanned<String>>,
+    /// `billing-csv`: where imported files are moved. Default: `archive`
+    /// inside `folder`.
+    #[serde(default)]
+    pub archive: Option<Spanned<String>>,
+    /// `billing-csv`: import a file only once `<name>.done` exists beside
+    /// it. Default: false (files are complete once renamed into `folder`).
+    #[serde(default)]
+    pub done_marker: Option<Spanned<bool>>,
 }
 
 /// `[connector.itsm]` of a monitoring connector: one major incident per

@@ -3,6 +3,7 @@
 //! folder under `connectors/` with its declarative `profile.toml`.
 
 pub mod alertmanager;
+pub mod billing_csv;
 pub mod feedback;
 mod pointer;
 pub mod rest;
@@ -34,6 +35,11 @@ pub enum ConnectorKind {
     /// The ServiceNow Table API, polled, plus records pushed by business rules.
     #[serde(rename = "servicenow")]
     ServiceNow,
+    /// A billing system's REST API (accounts, subscriptions, charges),
+    /// polled with cursor pagination and `updated_since`.
+    BillingRest,
+    /// A billing system's CSV exports, dropped into a folder.
+    BillingCsv,
 }
 
 impl ConnectorKind {
@@ -50,6 +56,8 @@ impl ConnectorKind {
         ConnectorKind::FeedbackJson,
         ConnectorKind::Alertmanager,
         ConnectorKind::ServiceNow,
+        ConnectorKind::BillingRest,
+        ConnectorKind::BillingCsv,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -58,6 +66,8 @@ impl ConnectorKind {
             ConnectorKind::FeedbackJson => "feedback-json",
             ConnectorKind::Alertmanager => "alertmanager",
             ConnectorKind::ServiceNow => "servicenow",
+            ConnectorKind::BillingRest => "billing-rest",
+            ConnectorKind::BillingCsv => "billing-csv",
         }
     }
 }
@@ -93,6 +103,8 @@ pub enum Profile {
     FeedbackJson(feedback::Profile),
     Alertmanager(alertmanager::Profile),
     ServiceNow(Box<rest::profile::RestProfile>),
+    BillingRest(Box<rest::profile::RestProfile>),
+    BillingCsv(billing_csv::Profile),
 }
 
 /// A connector's parser for inbound webhook bodies: the profile with the
@@ -103,6 +115,10 @@ pub enum Parser {
     FeedbackJson(feedback::Mapping),
     Alertmanager(alertmanager::Mapping),
     ServiceNow(servicenow::Push),
+    /// Billing records pushed in the same `{"table", "record"}` shape.
+    BillingRest(servicenow::Push),
+    /// Takes no webhooks: its records arrive as files.
+    BillingCsv,
 }
 
 /// A connector built from its profile and overrides: how it parses
@@ -111,6 +127,8 @@ pub enum Parser {
 pub struct Built {
     pub parser: Parser,
     pub polling: Option<Polling>,
+    /// The CSV files a folder-watching profile imports.
+    pub files: Option<billing_csv::Files>,
 }
 
 /// What a polled profile reads, with the connector's overrides applied.
@@ -171,6 +189,12 @@ impl Profile {
             ConnectorKind::ServiceNow => toml::from_str(&text)
                 .map(|p| Profile::ServiceNow(Box::new(p)))
                 .map_err(|e| vec![source.from_toml(&e)]),
+            ConnectorKind::BillingRest => toml::from_str(&text)
+                .map(|p| Profile::BillingRest(Box::new(p)))
+                .map_err(|e| vec![source.from_toml(&e)]),
+            ConnectorKind::BillingCsv => toml::from_str(&text)
+                .map(Profile::BillingCsv)
+                .map_err(|e| vec![source.from_toml(&e)]),
         }
     }
 
@@ -180,6 +204,8 @@ impl Profile {
             Profile::FeedbackJson(_) => ConnectorKind::FeedbackJson,
             Profile::Alertmanager(_) => ConnectorKind::Alertmanager,
             Profile::ServiceNow(_) => ConnectorKind::ServiceNow,
+            Profile::BillingRest(_) => ConnectorKind::BillingRest,
+            Profile::BillingCsv(_) => ConnectorKind::BillingCsv,
         }
     }
 
@@ -188,13 +214,14 @@ impl Profile {
             Profile::WebhookJson(p) => &p.description,
             Profile::FeedbackJson(p) => &p.description,
             Profile::Alertmanager(p) => &p.description,
-            Profile::ServiceNow(p) => &p.description,
+            Profile::ServiceNow(p) | Profile::BillingRest(p) => &p.description,
+            Profile::BillingCsv(p) => &p.description,
         }
     }
 
     /// Whether connectors of this profile poll an upstream.
     pub fn polls(&self) -> bool {
-        matches!(self, Profile::ServiceNow(_))
+        matches!(self, Profile::ServiceNow(_) | Profile::BillingRest(_))
     }
 
     /// Applies a connector's overrides: `[connector.fields]` for profiles
@@ -217,6 +244,7 @@ impl Profile {
                 Ok(Built {
                     parser,
                     polling: None,
+                    files: None,
                 })
             }
             Profile::FeedbackJson(p) => {
@@ -227,6 +255,7 @@ impl Profile {
                 Ok(Built {
                     parser,
                     polling: None,
+                    files: None,
                 })
             }
             Profile::Alertmanager(p) => {
@@ -237,9 +266,10 @@ impl Profile {
                 Ok(Built {
                     parser,
                     polling: None,
+                    files: None,
                 })
             }
-            Profile::ServiceNow(p) => {
+            Profile::ServiceNow(p) | Profile::BillingRest(p) => {
                 if !fields.is_empty() {
                     return Err(vec![unsupported(
                         "[connector.fields]; override per stream in [connector.streams.NAME] fields",
@@ -254,16 +284,39 @@ impl Profile {
                         })
                         .collect::<Vec<_>>()
                 })?;
-                let parser = Parser::ServiceNow(servicenow::Push::new(
-                    streams.clone(),
-                    p.api.time_format.clone(),
-                ));
+                let push = servicenow::Push::new(streams.clone(), p.api.time_format.clone());
+                let parser = match self {
+                    Profile::BillingRest(_) => Parser::BillingRest(push),
+                    _ => Parser::ServiceNow(push),
+                };
                 Ok(Built {
                     parser,
                     polling: Some(Polling {
                         api: p.api.clone(),
                         streams,
                     }),
+                    files: None,
+                })
+            }
+            Profile::BillingCsv(p) => {
+                if !fields.is_empty() {
+                    return Err(vec![unsupported(
+                        "[connector.fields]; override per file kind in [connector.streams.NAME] fields",
+                    )]);
+                }
+                let files = p.files(streams).map_err(|errors| {
+                    errors
+                        .into_iter()
+                        .map(|message| MappingError {
+                            field: None,
+                            message,
+                        })
+                        .collect::<Vec<_>>()
+                })?;
+                Ok(Built {
+                    parser: Parser::BillingCsv,
+                    polling: None,
+                    files: Some(files),
                 })
             }
         }
@@ -295,7 +348,12 @@ impl Parser {
             Parser::WebhookJson(mapping) => mapping.parse(body).map(Parsed::from),
             Parser::FeedbackJson(mapping) => mapping.parse(body).map(Parsed::from),
             Parser::Alertmanager(mapping) => mapping.parse(body),
-            Parser::ServiceNow(push) => push.parse(body).map(Parsed::from),
+            Parser::ServiceNow(push) | Parser::BillingRest(push) => {
+                push.parse(body).map(Parsed::from)
+            }
+            Parser::BillingCsv => Err(ParseError(
+                "this connector imports CSV files from its folder; it takes no webhooks".into(),
+            )),
         }
     }
 }

@@ -16,7 +16,7 @@
 //! What each customer was told is state in the outbox tree, written in the
 //! same batch as the messages it causes, like the maintenance notices.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
@@ -29,7 +29,7 @@ use crate::config::{Customer, DisruptionsSection};
 use crate::model::alert::AlertState;
 use crate::model::itsm::{ChangeState, ItsmRecord};
 use crate::model::outbox::{Draft, MessageKind, OutboxMessage};
-use crate::model::{AlertStatus, CustomerId};
+use crate::model::{AlertStatus, ConnectorName, CustomerId};
 use crate::notify::templates::{DisruptionAlert, DisruptionNotice, Templates};
 use crate::store::outbox::StateChange;
 use crate::store::{Store, StoreError};
@@ -88,8 +88,8 @@ pub struct Planner<'a> {
 /// What one customer's disruption is planned from.
 #[derive(Clone, Copy)]
 struct Situation<'a> {
-    /// The alerts concerning the customer.
-    alerts: &'a [&'a AlertState],
+    /// The alerts concerning the customer, with their occurrence keys.
+    alerts: &'a [(&'a str, &'a AlertState)],
     impact: &'a Impact,
     windows: &'a Windows,
     now: DateTime<Utc>,
@@ -167,30 +167,40 @@ impl Planner<'_> {
             return Ok(Planned::default());
         }
         // The alerts of open disruptions, resolved or not.
+        let mut known: HashSet<(ConnectorName, String)> = alerts
+            .iter()
+            .map(|a| (a.connector.clone(), a.source_id.clone()))
+            .collect();
         for open in told.values().filter_map(|t| t.open.as_ref()) {
             for key in open.alerts.keys() {
-                let Some((connector, source_id)) = alert_of(key) else {
+                let Some(alert) = alert_of(key) else {
                     continue;
                 };
-                let known = alerts
-                    .iter()
-                    .any(|a| a.connector == connector && a.source_id == source_id);
-                if !known && let Some(alert) = store.alert(&connector, &source_id)? {
-                    alerts.push(alert);
+                if !known.contains(&alert)
+                    && let Some(state) = store.alert(&alert.0, &alert.1)?
+                {
+                    alerts.push(state);
+                    known.insert(alert);
                 }
             }
         }
         let impact = Impact::load(store, self.customers)?;
         let windows = maintenance_windows(store, &impact, self.customers, now)?;
+        let keys: Vec<String> = alerts.iter().map(occurrence).collect();
+        let theirs = self.alerts_of_each(&alerts, &keys, &impact);
         let mut states = Vec::new();
         let mut messages = Vec::new();
         let mut due: Option<DateTime<Utc>> = None;
-        for customer in self.customers {
-            let before = told.get(customer.id.as_str()).cloned().unwrap_or_default();
+        for (customer, theirs) in self.customers.iter().zip(&theirs) {
+            let before = told.get(customer.id.as_str());
+            // Nothing to move forward: no alert, nothing open, no mark.
+            if theirs.is_empty() && before.is_none_or(quiet) {
+                continue;
+            }
+            let before = before.cloned().unwrap_or_default();
             let mut after = before.clone();
-            let theirs = self.alerts_of(customer, &alerts, &impact);
             let situation = Situation {
-                alerts: &theirs,
+                alerts: theirs,
                 impact: &impact,
                 windows: &windows,
                 now,
@@ -212,24 +222,32 @@ impl Planner<'_> {
         Ok(Planned { queued, due })
     }
 
-    /// The alerts that concern `customer`: named by its `customer` label,
-    /// or on a CI or service of its install base, at or above its severity.
-    fn alerts_of<'a>(
+    /// The alerts that concern each customer (in the order of
+    /// `self.customers`), with their occurrence keys (`keys`, beside
+    /// `alerts`): named by its `customer` label, or on a CI or service of
+    /// its install base, at or above its severity.
+    fn alerts_of_each<'a>(
         &self,
-        customer: &Customer,
         alerts: &'a [AlertState],
+        keys: &'a [String],
         impact: &Impact,
-    ) -> Vec<&'a AlertState> {
-        if !customer.contract.proactive_notices {
-            return Vec::new();
+    ) -> Vec<Vec<(&'a str, &'a AlertState)>> {
+        let reach = impact.reach(self.customers);
+        let mut theirs = vec![Vec::new(); self.customers.len()];
+        for (alert, key) in alerts.iter().zip(keys) {
+            let severity = Severity::of_label(alert.severity.as_deref());
+            for i in reach.customers(alert) {
+                let Some(customer) = self.customers.get(i) else {
+                    continue;
+                };
+                if customer.contract.proactive_notices
+                    && severity >= customer.contract.notice_min_severity
+                {
+                    theirs[i].push((key.as_str(), alert));
+                }
+            }
         }
-        alerts
-            .iter()
-            .filter(|a| {
-                Severity::of_label(a.severity.as_deref()) >= customer.contract.notice_min_severity
-            })
-            .filter(|a| impact.reaches(a, customer, self.customers))
-            .collect()
+        theirs
     }
 
     /// Moves one customer's disruption forward (every message it queues
@@ -255,8 +273,12 @@ impl Planner<'_> {
         let maintenance = windows.get(&customer.id);
         // Firing alerts not covered by a maintenance.
         let mut firing = Vec::new();
-        for alert in alerts.iter().filter(|a| a.status == AlertStatus::Firing) {
-            let key = occurrence(alert);
+        let firing_now = || {
+            alerts
+                .iter()
+                .filter(|(_, a)| a.status == AlertStatus::Firing)
+        };
+        for &(key, alert) in firing_now() {
             let covering = maintenance.into_iter().flatten().find(|(cis, _)| {
                 alert.ci.as_ref().is_some_and(|c| cis.contains(c))
                     || alert.service.as_ref().is_some_and(|s| cis.contains(s))
@@ -265,21 +287,22 @@ impl Planner<'_> {
                 Some((_, change)) => {
                     if told
                         .during_maintenance
-                        .insert(key.clone(), change.clone())
+                        .insert(key.to_string(), change.clone())
                         .is_none()
                     {
                         tracing::info!(customer = %customer.id, alert = %alert.summary, %change, "Alert during maintenance: no disruption notice");
                     }
                 }
-                None => firing.push((key, *alert)),
+                None => firing.push((key, alert)),
             }
         }
         // Forget maintenance marks of alerts no longer firing.
-        told.during_maintenance.retain(|key, _| {
-            alerts
-                .iter()
-                .any(|a| a.status == AlertStatus::Firing && occurrence(a) == *key)
-        });
+        if !told.during_maintenance.is_empty() {
+            let keys: HashSet<&str> = firing_now().map(|&(key, _)| key).collect();
+            told
+                .during_maintenance
+                .retain(|key, _| keys.contains(key.as_str()));
+        }
 
         let Some(open) = &mut told.open else {
             // A new disruption once the first alert's window has passed.
@@ -308,7 +331,7 @@ impl Planner<'_> {
                 last_notice: now,
             };
             for (key, alert) in &firing {
-                disruption.alerts.insert(key.clone(), told_about(alert));
+                disruption.alerts.insert(key.to_string(), told_about(alert));
             }
             disruption.notified = disruption.alerts.keys().cloned().collect();
             self.messages(customer, impact, &disruption, "notice", None, now, messages)?;
@@ -318,8 +341,12 @@ impl Planner<'_> {
         };
 
         // Refresh what is known of the disruption's alerts, and add new ones.
+        let mut by_key: HashMap<&str, &AlertState> = HashMap::new();
+        for &(key, alert) in alerts {
+            by_key.entry(key).or_insert(alert);
+        }
         for (key, entry) in open.alerts.iter_mut() {
-            match alerts.iter().find(|a| occurrence(a) == *key) {
+            match by_key.get(key.as_str()) {
                 Some(alert) => *entry = told_about(alert),
                 // Gone from the store: it cannot be firing any more.
                 None if entry.status == "firing" => {
@@ -331,7 +358,7 @@ impl Planner<'_> {
         }
         for (key, alert) in &firing {
             open.alerts
-                .entry(key.clone())
+                .entry(key.to_string())
                 .or_insert_with(|| told_about(alert));
         }
         let all_resolved = open.alerts.values().all(|a| a.status == "resolved");

@@ -240,3 +240,179 @@ impl Impact {
             .collect()
     }
 }
+
+/// Which customers alerts concern, for many alerts at once: what
+/// [`Impact::reaches`] answers, customer by customer, from two indexes
+/// built once, so a planner looking at every firing alert does not ask
+/// every customer about every alert.
+pub struct Reach<'a> {
+    impact: &'a Impact,
+    /// A CI or service (sys_id or name), as an install base names it → the
+    /// customers using it, as indices into the customers given.
+    users: HashMap<&'a str, Vec<usize>>,
+    /// A customer's id or account → the customers with the id of the one
+    /// [`crate::config::customer::find`] gives for it.
+    named: HashMap<&'a str, Vec<usize>>,
+}
+
+impl Impact {
+    /// The indexes of [`Reach`] over `customers`.
+    pub fn reach<'a>(&'a self, customers: &'a [Customer]) -> Reach<'a> {
+        let mut by_id: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, customer) in customers.iter().enumerate() {
+            by_id.entry(customer.id.as_str()).or_default().push(i);
+        }
+        let mut users: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (customer, usage) in &self.usage {
+            let Some(indices) = by_id.get(customer.as_str()) else {
+                continue;
+            };
+            for (ci, service) in usage {
+                for used in ci.iter().chain(service) {
+                    let entry = users.entry(used.as_str()).or_default();
+                    for &i in indices {
+                        if !entry.contains(&i) {
+                            entry.push(i);
+                        }
+                    }
+                }
+            }
+        }
+        // First customer in order wins, as with `find`.
+        let mut named: HashMap<&str, Vec<usize>> = HashMap::new();
+        for customer in customers {
+            let names = [
+                Some(customer.id.as_str()),
+                customer.itsm_account.as_deref(),
+                customer.billing_account.as_deref(),
+            ];
+            for name in names.into_iter().flatten() {
+                named
+                    .entry(name)
+                    .or_insert_with(|| by_id.get(customer.id.as_str()).cloned().unwrap_or_default());
+            }
+        }
+        Reach {
+            impact: self,
+            users,
+            named,
+        }
+    }
+}
+
+impl Reach<'_> {
+    /// The customers `alert` concerns, as indices into the customers given
+    /// to [`Impact::reach`], in their order and each once: those for which
+    /// [`Impact::reaches`] is true.
+    pub fn customers(&self, alert: &AlertState) -> Vec<usize> {
+        if let Some(named) = &alert.customer {
+            return self.named.get(named.as_str()).cloned().unwrap_or_default();
+        }
+        // A target is used when a customer names it, or its CI name.
+        let mut out = Vec::new();
+        for target in alert.ci.iter().chain(&alert.service) {
+            let names = std::iter::once(target.as_str()).chain(self.impact.ci_name(target));
+            for name in names {
+                out.extend(self.users.get(name).into_iter().flatten());
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::itsm::{Ci, InstallBaseItem};
+    use crate::model::{AlertStatus, ConnectorName};
+
+    fn customer(text: &str) -> Customer {
+        toml::from_str(text).unwrap()
+    }
+
+    fn alert(ci: Option<&str>, service: Option<&str>, named: Option<&str>) -> AlertState {
+        let at = "2026-11-22T10:00:00Z".parse().unwrap();
+        AlertState {
+            connector: "mon".parse::<ConnectorName>().unwrap(),
+            source_id: "fp".into(),
+            status: AlertStatus::Firing,
+            summary: "down".into(),
+            ci: ci.map(str::to_string),
+            service: service.map(str::to_string),
+            customer: named.map(str::to_string),
+            severity: None,
+            starts_at: None,
+            ends_at: None,
+            first_seen: at,
+            last_seen: at,
+            deliveries: 1,
+        }
+    }
+
+    #[test]
+    fn reach_finds_the_customers_that_reaches_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let at = "2026-11-01T00:00:00Z".parse().unwrap();
+        store
+            .apply_itsm(&[
+                ItsmRecord::Ci(Ci {
+                    id: "sys-gw1".into(),
+                    name: "gw-1".into(),
+                    class: None,
+                    install_status: None,
+                    operational_status: None,
+                    account: None,
+                    updated_at: at,
+                }),
+                ItsmRecord::Account(Account {
+                    id: "sys-acc-b".into(),
+                    number: Some("ACC-B".into()),
+                    name: "B".into(),
+                    updated_at: at,
+                }),
+                ItsmRecord::InstallBaseItem(InstallBaseItem {
+                    id: "ib1".into(),
+                    account: Some("sys-acc-b".into()),
+                    ci: Some("sys-gw1".into()),
+                    service: None,
+                    state: Some("installed".into()),
+                    uninstall_date: None,
+                    updated_at: at,
+                }),
+            ])
+            .unwrap();
+        let customers = vec![
+            customer("id = \"a\"\nname = \"A\"\n[[install_base]]\nci = \"gw-1\"\nservice = \"vpn\""),
+            customer("id = \"b\"\nname = \"B\"\nitsm_account = \"ACC-B\""),
+            customer(
+                "id = \"c\"\nname = \"C\"\nbilling_account = \"a\"\n[[install_base]]\nservice = \"vpn\"",
+            ),
+            customer("id = \"d\"\nname = \"D\"\n[[install_base]]\nservice = \"mail\""),
+        ];
+        let impact = Impact::load(&store, &customers).unwrap();
+        let reach = impact.reach(&customers);
+        let alerts = [
+            alert(Some("gw-1"), None, None),
+            alert(Some("sys-gw1"), None, None),
+            alert(None, Some("vpn"), None),
+            alert(Some("sys-gw1"), Some("mail"), None),
+            alert(Some("other"), Some("other"), None),
+            alert(None, None, None),
+            alert(Some("gw-1"), None, Some("b")),
+            alert(None, None, Some("ACC-B")),
+            alert(None, None, Some("a")),
+            alert(None, Some("vpn"), Some("nobody")),
+        ];
+        for alert in &alerts {
+            let expected: Vec<usize> = (0..customers.len())
+                .filter(|&i| impact.reaches(alert, &customers[i], &customers))
+                .collect();
+            assert_eq!(reach.customers(alert), expected, "{alert:?}");
+        }
+        assert_eq!(reach.customers(&alerts[1]), [0, 1]);
+        assert_eq!(reach.customers(&alerts[3]), [0, 1, 3]);
+    }
+}

@@ -18,6 +18,7 @@ use crate::model::{Event, JournalEntry};
 pub mod changes;
 pub mod disruption;
 pub mod impact;
+pub mod integrity;
 pub mod maintenance;
 pub mod proactive;
 pub mod schedule;
@@ -113,6 +114,8 @@ const TRIM_EVERY: Duration = Duration::from_secs(60);
 /// `applied` is signalled after each catch-up that changed an ITSM record,
 /// so processors that read those records (maintenance notices) run then,
 /// and not after batches of alerts or of records they already had.
+/// `alerted` is signalled after each batch of entries in which alerts fired
+/// or resolved, without waiting for the end of the catch-up.
 ///
 /// `config` gives the current configuration; the processors' settings are
 /// taken from it again only when it was reloaded.
@@ -129,6 +132,7 @@ pub async fn run(
         changed,
         alerted,
     } = signals;
+    let alerted = Arc::new(alerted);
     let mut last_trim = tokio::time::Instant::now();
     let mut current = config();
     let mut settings = Arc::new(Settings::of(&current));
@@ -142,14 +146,16 @@ pub async fn run(
             settings = Arc::new(Settings::of(&latest));
             current = latest;
         }
-        match catch_up(&store, settings.clone()).await {
+        let telling = alerted.clone();
+        match catch_up_telling(&store, settings.clone(), move || {
+            telling.send_replace(());
+        })
+        .await
+        {
             Ok(caught_up) => {
                 if caught_up.itsm_changed > 0 {
                     changed.mark(caught_up.kinds);
                     applied.send_replace(());
-                }
-                if caught_up.alerts_changed > 0 {
-                    alerted.send_replace(());
                 }
             }
             Err(e) => {
@@ -209,6 +215,17 @@ pub struct CaughtUp {
 
 /// Applies every durable entry after the stored position.
 pub async fn catch_up(store: &Store, settings: Arc<Settings>) -> Result<CaughtUp, StoreError> {
+    catch_up_telling(store, settings, || {}).await
+}
+
+/// [`catch_up`], calling `alerted` after each batch in which alerts fired
+/// or resolved: under a steady stream of webhooks a catch-up lasts as long
+/// as the stream, and disruption notices must not wait for its end.
+async fn catch_up_telling(
+    store: &Store,
+    settings: Arc<Settings>,
+    alerted: impl Fn() + Send + 'static,
+) -> Result<CaughtUp, StoreError> {
     let store = store.clone();
     tokio::task::spawn_blocking(move || {
         let mut total = CaughtUp::default();
@@ -224,6 +241,9 @@ pub async fn catch_up(store: &Store, settings: Arc<Settings>) -> Result<CaughtUp
             total.alerts_changed += alerts;
             store.set_engine_position(last)?;
             total.entries += entries.len();
+            if alerts > 0 {
+                alerted();
+            }
         }
     })
     .await

@@ -43,6 +43,8 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .merge(super::changes::routes())
         .merge(super::sip::routes())
         .merge(super::alerts::routes())
+        .merge(super::integrity::routes())
+        .merge(super::report::routes())
         .route_layer(middleware::from_fn_with_state(state, require_admin))
 }
 

@@ -5,7 +5,9 @@ mod admin;
 mod alerts;
 pub mod auth;
 mod changes;
+mod integrity;
 mod outbox;
+mod report;
 mod sip;
 mod webhook;
 

@@ -4,6 +4,7 @@
 pub mod alert;
 mod event;
 mod ids;
+pub mod integrity;
 pub mod itsm;
 pub mod outbox;
 pub mod sip;

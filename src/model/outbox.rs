@@ -90,6 +90,48 @@ pub struct CalendarPart {
     pub ics: String,
 }
 
+/// A file carried by a message: shown inline in the HTML body when it has
+/// a `content_id` (an image the HTML names as `cid:<content_id>`), else an
+/// attachment the reader can save (a CSV export, say).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    /// The file name the reader sees (`incidents-2026-11.csv`).
+    pub filename: String,
+    /// The MIME type, e.g. `image/png` or `text/csv; charset=utf-8`.
+    pub content_type: String,
+    /// For an inline part: its Content-ID without angle brackets
+    /// (`availability.acme.2026-11@example.net`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_id: Option<String>,
+    /// The bytes, stored as base64.
+    #[serde(with = "base64_bytes")]
+    pub data: Vec<u8>,
+}
+
+impl Attachment {
+    /// Whether the part is shown inside the HTML body.
+    pub fn is_inline(&self) -> bool {
+        self.content_id.is_some()
+    }
+}
+
+/// Bytes as one standard base64 string in JSON.
+mod base64_bytes {
+    use base64::Engine as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(text.as_bytes())
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 /// The short id of the message with this idempotency key.
 pub fn message_id_for(key: &str) -> String {
     let digest = Sha256::digest(key.as_bytes());
@@ -133,6 +175,7 @@ impl Draft {
             text: self.text,
             html: self.html,
             calendar: self.calendar,
+            attachments: Vec::new(),
             status: MessageStatus::Pending,
             attempts: 0,
             next_attempt_at: now,
@@ -163,6 +206,10 @@ pub struct OutboxMessage {
     pub html: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub calendar: Option<CalendarPart>,
+    /// Inline images and file attachments; none in messages stored before
+    /// csmd had them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<Attachment>,
     /// The Message-ID header, derived from `key`: a message sent twice
     /// (after a crash) carries the same one both times.
     pub message_id: String,
@@ -177,8 +224,58 @@ pub struct OutboxMessage {
 }
 
 impl OutboxMessage {
+    /// The message carrying `attachments` too.
+    pub fn with_attachments(mut self, attachments: Vec<Attachment>) -> OutboxMessage {
+        self.attachments = attachments;
+        self
+    }
+
     /// The customer's id, or `-` for a message to the provider's staff.
     pub fn customer_label(&self) -> &str {
         self.customer.as_ref().map_or("-", CustomerId::as_str)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_stored_before_attachments_existed_still_decodes() {
+        let stored = r#"{"id":"0123456789abcdef","key":"maintenance/CHG1/acme/notice/0/a@acme.example",
+            "kind":"maintenance_notice","customer":"acme","to":"A <a@acme.example>",
+            "subject":"s","text":"t","html":"<p>h</p>",
+            "calendar":{"method":"REQUEST","ics":"BEGIN:VCALENDAR"},
+            "message_id":"<0123456789abcdef.acme@example.net>","status":"pending","attempts":0,
+            "next_attempt_at":"2026-11-01T06:00:00Z","created_at":"2026-11-01T06:00:00Z"}"#;
+        let message: OutboxMessage = serde_json::from_str(stored).unwrap();
+        assert!(message.attachments.is_empty());
+        assert_eq!(message.calendar.unwrap().method, "REQUEST");
+    }
+
+    #[test]
+    fn attachments_round_trip_as_base64() {
+        let message = Draft {
+            key: "report/acme/2026-11/a@acme.example".into(),
+            kind: MessageKind::MonthlyReport,
+            customer: Some("acme".parse().unwrap()),
+            to: "A <a@acme.example>".into(),
+            subject: "s".into(),
+            text: "t".into(),
+            html: "h".into(),
+            calendar: None,
+        }
+        .queue("example.net", DateTime::UNIX_EPOCH)
+        .with_attachments(vec![Attachment {
+            filename: "chart.png".into(),
+            content_type: "image/png".into(),
+            content_id: Some("chart@example.net".into()),
+            data: vec![0, 159, 146, 150, 255],
+        }]);
+        let json = serde_json::to_string(&message).unwrap();
+        assert!(json.contains(r#""data":"AJ+Slv8=""#), "{json}");
+        let back: OutboxMessage = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, message);
+        assert!(back.attachments[0].is_inline());
     }
 }

@@ -31,6 +31,9 @@ const DISRUPTION_HTML: &str = "disruption.html";
 const SIP_DIGEST_SUBJECT: &str = "sip_digest.subject.txt";
 const SIP_DIGEST_TEXT: &str = "sip_digest.txt";
 const SIP_DIGEST_HTML: &str = "sip_digest.html";
+const REPORT_SUBJECT: &str = "report.subject.txt";
+const REPORT_TEXT: &str = "report.txt";
+const REPORT_HTML: &str = "report.html";
 
 /// The default templates, by the file name an override must have.
 const EMBEDDED: &[(&str, &str)] = &[
@@ -73,6 +76,18 @@ const EMBEDDED: &[(&str, &str)] = &[
     (
         SIP_DIGEST_HTML,
         include_str!("../../config/templates/sip_digest.html"),
+    ),
+    (
+        REPORT_SUBJECT,
+        include_str!("../../config/templates/report.subject.txt"),
+    ),
+    (
+        REPORT_TEXT,
+        include_str!("../../config/templates/report.txt"),
+    ),
+    (
+        REPORT_HTML,
+        include_str!("../../config/templates/report.html"),
     ),
 ];
 
@@ -283,6 +298,12 @@ impl Templates {
         self.message(names, Value::from(minijinja::value::Serde(digest)))
     }
 
+    /// The monthly service report (see `crate::report::render`).
+    pub fn report(&self, report: &crate::report::render::ReportView) -> Result<Rendered, TemplateError> {
+        let names = [REPORT_SUBJECT, REPORT_TEXT, REPORT_HTML];
+        self.message(names, Value::from(minijinja::value::Serde(report)))
+    }
+
     /// Subject, text and HTML from their three templates; the subject is
     /// made one line and given to the bodies.
     fn message(&self, names: [&'static str; 3], ctx: Value) -> Result<Rendered, TemplateError> {
@@ -311,7 +332,10 @@ impl Templates {
         let disruptions = sample_disruptions()
             .into_iter()
             .map(|d| self.disruption(&d));
-        for rendered in maintenance.chain(digests).chain(disruptions) {
+        let reports = crate::report::render::sample_views()
+            .into_iter()
+            .map(|r| self.report(&r));
+        for rendered in maintenance.chain(digests).chain(disruptions).chain(reports) {
             if let Err(TemplateError::Render { template, error }) = rendered {
                 let name = error.name().unwrap_or(template);
                 let file = self

@@ -30,7 +30,7 @@ use super::transport::{SendError, Transport};
 use crate::config::Email;
 use crate::config::value::RateLimit;
 use crate::metrics::Metrics;
-use crate::model::outbox::{MessageStatus, OutboxMessage};
+use crate::model::outbox::{Attachment as OutboxAttachment, MessageStatus, OutboxMessage};
 use crate::store::{Store, StoreError};
 
 /// Longest pause between two looks at the queue when nothing wakes the
@@ -111,10 +111,55 @@ impl Composer {
                     .body(calendar.ics.clone()),
             );
         }
-        builder
-            .multipart(body)
-            .map_err(|e| SendError::Permanent(format!("cannot build the message: {e}")))
+        // Inline images go beside the bodies in multipart/related (the HTML
+        // names them by Content-ID); files go beside that in
+        // multipart/mixed. A message with neither keeps the plain
+        // alternative body it always had.
+        let (inline, files): (Vec<_>, Vec<_>) =
+            message.attachments.iter().partition(|a| a.is_inline());
+        let built = match (inline.is_empty(), files.is_empty()) {
+            (true, true) => builder.multipart(body),
+            (false, true) => builder.multipart(related(body, &inline)?),
+            (true, false) => builder.multipart(mixed(body, &files)?),
+            (false, false) => builder.multipart(mixed(related(body, &inline)?, &files)?),
+        };
+        built.map_err(|e| SendError::Permanent(format!("cannot build the message: {e}")))
     }
+}
+
+fn part_type(attachment: &OutboxAttachment) -> Result<ContentType, SendError> {
+    ContentType::parse(&attachment.content_type).map_err(|e| {
+        SendError::Permanent(format!(
+            "attachment {:?} has a bad content type {:?}: {e}",
+            attachment.filename, attachment.content_type
+        ))
+    })
+}
+
+/// `multipart/related`: the bodies first, then each inline part under its
+/// Content-ID.
+fn related(body: MultiPart, inline: &[&OutboxAttachment]) -> Result<MultiPart, SendError> {
+    let mut related = MultiPart::related().multipart(body);
+    for part in inline {
+        let id = part.content_id.clone().unwrap_or_default();
+        related = related.singlepart(
+            lettre::message::Attachment::new_inline_with_name(id, part.filename.clone())
+                .body(part.data.clone(), part_type(part)?),
+        );
+    }
+    Ok(related)
+}
+
+/// `multipart/mixed`: the message, then each file as an attachment.
+fn mixed(body: MultiPart, files: &[&OutboxAttachment]) -> Result<MultiPart, SendError> {
+    let mut mixed = MultiPart::mixed().multipart(body);
+    for file in files {
+        mixed = mixed.singlepart(
+            lettre::message::Attachment::new(file.filename.clone())
+                .body(file.data.clone(), part_type(file)?),
+        );
+    }
+    Ok(mixed)
 }
 
 pub struct Worker {

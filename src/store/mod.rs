@@ -4,6 +4,7 @@
 
 pub mod alerts;
 pub mod dump;
+mod integrity;
 mod itsm;
 pub mod journal;
 pub mod outbox;
@@ -37,7 +38,7 @@ const TREE_NAMES: &[&str] = &[
     "customers",
     "alerts",
     "sip",
-    "integrity",
+    integrity::TREE,
     "outbox",
     "itsm_writes",
     tickets::TREE,

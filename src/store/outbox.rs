@@ -333,6 +333,7 @@ mod tests {
             text: "text".into(),
             html: "<p>html</p>".into(),
             calendar: None,
+            attachments: Vec::new(),
             message_id: format!("<{}@csmd.example>", message_id_for(key)),
             status: MessageStatus::Pending,
             attempts: 0,

@@ -47,10 +47,21 @@ impl Store {
         writes: &[TicketWrite],
         now: DateTime<Utc>,
     ) -> Result<usize, StoreError> {
+        self.commit_with_writes(TREE, states, writes, now)
+    }
+
+    /// [`Store::commit_tickets`] with the states in `tree`.
+    pub(super) fn commit_with_writes(
+        &self,
+        tree: &str,
+        states: &[StateChange],
+        writes: &[TicketWrite],
+        now: DateTime<Utc>,
+    ) -> Result<usize, StoreError> {
         if states.is_empty() && writes.is_empty() {
             return Ok(0);
         }
-        let tickets = self.db.open_tree(TREE)?;
+        let tickets = self.db.open_tree(tree)?;
         let queue = self.db.open_tree(writes::TREE)?;
         let encode = |write: &ItsmWrite| {
             serde_json::to_vec(write).map_err(|source| StoreError::Encode {

@@ -53,6 +53,7 @@ pub const CHANGE_FIELDS: &[&str] = &[
     "work_end",
     "close_code",
     "cmdb_ci",
+    "closed_at",
 ];
 
 /// Every stream of the ServiceNow profile.

@@ -5,4 +5,5 @@
 
 #![allow(dead_code)] // each test binary uses its own part of this module
 
+pub mod billing;
 pub mod servicenow;

@@ -1,6 +1,12 @@
 //! Polling one connector: each stream is read page by page after its stored
 //! cursor, and each page is appended to the journal together with the
 //! cursor after it, so a crash resumes exactly after the last stored page.
+//!
+//! The profile's pagination style says how the next page is asked for:
+//! `offset` pages are keyset queries after the last record read (always at
+//! offset 0); `cursor` pages follow the upstream's opaque next cursor, and
+//! a sync starts at `updated_since` = the stored record's update time,
+//! skipping the records at or before the stored `(updated, id)`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -10,8 +16,9 @@ use reqwest::{Method, Url};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::client::Response;
 use super::client::{RestClient, UpstreamError};
-use super::profile::{Api, Stream};
+use super::profile::{Api, PaginationStyle, Stream};
 use super::records::{Fields, parse_time};
 use crate::model::{ConnectorName, Event};
 use crate::store::journal::{Append, AppendError, Appended, CursorUpdate, Journal};
@@ -95,6 +102,7 @@ impl Poller {
         columns.into_iter().collect()
     }
 
+    /// The stream's and the connector's filters.
     fn filter(&self, stream: &Stream) -> Vec<String> {
         [Some(stream.filter.as_str()), self.extra_filter.as_deref()]
             .into_iter()
@@ -132,12 +140,21 @@ impl Poller {
     }
 
     /// Reads a stream from its cursor to the end, storing page by page.
+    pub async fn sync_stream(&self, stream: &Stream) -> Result<StreamReport, SyncError> {
+        match self.api.pagination.style {
+            PaginationStyle::Offset => self.sync_offset(stream).await,
+            PaginationStyle::Cursor => self.sync_cursor(stream).await,
+        }
+    }
+
+    /// `offset` style: every page is a keyset query after the last record
+    /// read.
     ///
     /// The next page is fetched while the journal makes the previous one
     /// durable (its cursor is known as soon as the page is read), so the
     /// upstream's time and the flush's overlap. Pages are still appended in
     /// order, each with its own cursor, and at most two are in memory.
-    pub async fn sync_stream(&self, stream: &Stream) -> Result<StreamReport, SyncError> {
+    async fn sync_offset(&self, stream: &Stream) -> Result<StreamReport, SyncError> {
         // `cursor` is where this sync goes on reading; `stored`, where the
         // next one starts.
         let mut stored = self.cursor(stream)?;
@@ -173,7 +190,8 @@ impl Poller {
                 report.remaining = Some(0);
                 break;
             }
-            let (events, last, skipped) = self.read_page(stream, records)?;
+            let (events, last, skipped) = self.read_page(stream, records, None)?;
+            let last = last.ok_or_else(|| SyncError::Store("empty page".into()))?;
             report.skipped += skipped;
             report.records += events.len() as u64;
             report.pages += 1;
@@ -233,13 +251,16 @@ impl Poller {
         })
     }
 
-    /// Maps one page; returns its events, the cursor after it, and how many
-    /// records were skipped as unreadable.
+    /// Maps one page; returns its events, the position of its last record,
+    /// and how many records were skipped as unreadable. Records at or
+    /// before `stored` are already in the store and are left out.
     fn read_page(
         &self,
         stream: &Stream,
         records: &[Value],
-    ) -> Result<(Vec<Event>, Cursor, u64), SyncError> {
+        stored: Option<&Cursor>,
+    ) -> Result<(Vec<Event>, Option<Cursor>, u64), SyncError> {
+        let stored_key = stored.and_then(|c| self.position_key(c));
         let mut events = Vec::with_capacity(records.len());
         let mut skipped = 0;
         let mut last = None;
@@ -262,6 +283,14 @@ impl Poller {
                     ),
                 }));
             };
+            let seen = stored_key.as_ref().is_some_and(|stored| {
+                self.position_key(&position)
+                    .is_some_and(|p| (p.0, p.1) <= (stored.0, stored.1))
+            });
+            if seen {
+                last = Some(position);
+                continue;
+            }
             let fields = Fields {
                 record,
                 mapping: &stream.fields,
@@ -276,16 +305,180 @@ impl Poller {
             }
             last = Some(position);
         }
-        // `records` is not empty, so `last` is set.
-        let last = last.ok_or_else(|| SyncError::Store("empty page".into()))?;
         Ok((events, last, skipped))
+    }
+
+    /// A position as a comparable key: the update time parsed (the
+    /// upstream may write one instant several ways) and the id.
+    fn position_key<'c>(&self, c: &'c Cursor) -> Option<(DateTime<Utc>, &'c str)> {
+        parse_time(&c.updated, &self.api.time_format)
+            .ok()
+            .map(|at| (at, c.id.as_str()))
+    }
+
+    /// The later of two positions; `a` when they cannot be compared.
+    fn later(&self, a: Option<Cursor>, b: Option<Cursor>) -> Option<Cursor> {
+        match (a, b) {
+            (Some(a), Some(b)) => match (self.position_key(&a), self.position_key(&b)) {
+                (Some(ka), Some(kb)) if kb > ka => Some(b),
+                _ => Some(a),
+            },
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// `cursor` style: the first page of a sync, of the records updated at
+    /// or after the stored position's time.
+    pub fn first_cursor_page_url(
+        &self,
+        stream: &Stream,
+        stored: Option<&Cursor>,
+    ) -> Result<Url, SyncError> {
+        let api = &self.api;
+        let mut url = self.table_url(&stream.table)?;
+        {
+            let mut pairs = url.query_pairs_mut();
+            for (k, v) in &api.params {
+                pairs.append_pair(k, v);
+            }
+            for filter in self.filter(stream) {
+                for (k, v) in url::form_urlencoded::parse(filter.as_bytes()) {
+                    pairs.append_pair(&k, &v);
+                }
+            }
+            if !api.fields_param.is_empty() {
+                pairs.append_pair(&api.fields_param, &self.columns(stream).join(","));
+            }
+            pairs.append_pair(&api.limit_param, &api.page_size.to_string());
+            if let (Some(param), Some(c)) = (&api.pagination.updated_since_param, stored) {
+                pairs.append_pair(param, &c.updated);
+            }
+        }
+        Ok(url)
+    }
+
+    /// `cursor` style: the URL of the page after `response`, `None` on the
+    /// last page. The body's cursor is sent back with the first page's
+    /// parameters; a `Link` URL is followed as given.
+    fn next_page_url(&self, response: &Response, current: &Url) -> Option<Url> {
+        let p = &self.api.pagination;
+        if let (Some(pointer), Some(param)) = (&p.next_cursor, &p.cursor_param) {
+            let next = match response.body.pointer(pointer) {
+                Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+                Some(Value::Number(n)) => Some(n.to_string()),
+                _ => None,
+            };
+            if let Some(next) = next {
+                let kept: Vec<(String, String)> = current
+                    .query_pairs()
+                    .filter(|(k, _)| k != param)
+                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                    .collect();
+                let mut url = current.clone();
+                url.query_pairs_mut()
+                    .clear()
+                    .extend_pairs(kept)
+                    .append_pair(param, &next);
+                return Some(url);
+            }
+        }
+        if p.next_link {
+            return response
+                .headers
+                .get_all(reqwest::header::LINK)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .find_map(link_next)
+                .and_then(|next| current.join(&next).ok());
+        }
+        None
+    }
+
+    /// `cursor` style: from the stored position to the last page, following
+    /// the upstream's next cursor. Records updated during the sync move to
+    /// the end of the upstream's `(updated, id)` order and are read again
+    /// later in the same sync; the stored position never enters the
+    /// upstream's current second (see [`Poller::sync_offset`]).
+    async fn sync_cursor(&self, stream: &Stream) -> Result<StreamReport, SyncError> {
+        let start = self.cursor(stream)?;
+        let mut stored = start.clone();
+        let mut report = StreamReport::default();
+        let mut storing: Option<Storing<'_>> = None;
+        let mut next = Some(self.first_cursor_page_url(stream, start.as_ref())?);
+        while let Some(url) = next.take() {
+            let fetch = self.client.send(Method::GET, &url, None);
+            let response = match storing.take() {
+                Some(previous) => {
+                    let (response, appended) = tokio::join!(fetch, previous);
+                    appended.map_err(|e| SyncError::Store(e.to_string()))?;
+                    response?
+                }
+                None => fetch.await?,
+            };
+            let records = response
+                .body
+                .pointer(&self.api.records)
+                .and_then(Value::as_array)
+                .ok_or_else(|| UpstreamError::Body {
+                    url: url.path().to_string(),
+                    message: format!("no array at {:?}", self.api.records),
+                })?;
+            let (events, last, skipped) = self.read_page(stream, records, start.as_ref())?;
+            report.skipped += skipped;
+            report.records += events.len() as u64;
+            report.pages += 1;
+            let settled = match instance_second(&response.headers) {
+                Some(open) => self.last_settled(records, open),
+                None => last,
+            };
+            let settled = self.later(stored.clone(), settled);
+            let cursor_update = match &settled {
+                Some(position) if Some(position) != stored.as_ref() => Some(CursorUpdate {
+                    key: self.cursor_key(stream),
+                    value: serde_json::to_vec(position)
+                        .map_err(|e| SyncError::Store(e.to_string()))?,
+                }),
+                _ => None,
+            };
+            stored = settled;
+            next = self.next_page_url(&response, &url);
+            if next.as_ref() == Some(&url) {
+                return Err(SyncError::Upstream(UpstreamError::Body {
+                    url: url.path().to_string(),
+                    message: "the next page's cursor is the current page's: paging would never end"
+                        .into(),
+                }));
+            }
+            drop(response);
+            if !events.is_empty() || cursor_update.is_some() {
+                storing = Some(Box::pin(self.journal.append(Append {
+                    connector: self.name.clone(),
+                    delivery_id: None,
+                    events,
+                    cursor: cursor_update,
+                })));
+            }
+        }
+        if let Some(previous) = storing {
+            previous
+                .await
+                .map_err(|e| SyncError::Store(e.to_string()))?;
+        }
+        report.remaining = Some(0);
+        Ok(report)
     }
 
     /// Checks that every column a stream maps or filters on exists in its
     /// table, because the upstream silently ignores unknown query fields
     /// (a typo would read the whole table). `Ok(None)` when the table is
     /// empty and nothing can be checked yet.
+    ///
+    /// `cursor` style upstreams return whole records, often without their
+    /// empty fields, and take filters as parameters: nothing to check.
     pub async fn unknown_columns(&self, stream: &Stream) -> Result<Option<Vec<String>>, SyncError> {
+        if self.api.pagination.style == PaginationStyle::Cursor {
+            return Ok(Some(Vec::new()));
+        }
         let mut url = self.table_url(&stream.table)?;
         url.query_pairs_mut()
             .append_pair(&self.api.limit_param, "1")
@@ -324,6 +517,24 @@ fn instance_second(headers: &reqwest::header::HeaderMap) -> Option<DateTime<Utc>
     DateTime::parse_from_rfc2822(date)
         .ok()
         .map(|d| d.with_timezone(&Utc))
+}
+
+/// The target of a `Link` header's `rel="next"` entry
+/// (`<https://…?cursor=x>; rel="next", <…>; rel="last"`).
+fn link_next(header: &str) -> Option<String> {
+    header.split(',').find_map(|part| {
+        let (target, params) = part.split_once(';')?;
+        let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
+        let next = params.split(';').any(|p| {
+            let p = p.trim();
+            p.strip_prefix("rel=").is_some_and(|rel| {
+                rel.trim_matches('"')
+                    .split_ascii_whitespace()
+                    .any(|r| r.eq_ignore_ascii_case("next"))
+            })
+        });
+        next.then(|| target.to_string())
+    })
 }
 
 /// The field names of an encoded query (`a=1^ORb>2^NQc!=3^ORDERBYd`).
@@ -367,6 +578,17 @@ pub struct Health {
     /// Streams not polled because their mapping names unknown columns.
     pub field_errors: Vec<String>,
     pub streams: BTreeMap<String, StreamHealth>,
+    /// Imported files' rows that were not imported, `file:line: message`
+    /// (the first 100 of the latest import).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rejected_rows: Vec<String>,
+    /// How many rows the latest import rejected.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub rejected_rows_total: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -387,7 +609,24 @@ impl Health {
 
 #[cfg(test)]
 mod tests {
-    use super::query_fields;
+    use super::{link_next, query_fields};
+
+    #[test]
+    fn link_next_finds_the_next_target_among_others() {
+        assert_eq!(
+            link_next(
+                r#"<https://b.example/v1/charges?cursor=a>; rel="prev", <https://b.example/v1/charges?cursor=b&limit=2>; rel="next""#
+            )
+            .as_deref(),
+            Some("https://b.example/v1/charges?cursor=b&limit=2")
+        );
+        assert_eq!(
+            link_next(r#"</v1/x?c=1>; rel=next"#).as_deref(),
+            Some("/v1/x?c=1")
+        );
+        assert_eq!(link_next(r#"</v1/x?c=1>; rel="last""#), None);
+        assert_eq!(link_next("garbage"), None);
+    }
 
     #[test]
     fn query_fields_finds_every_condition_and_order() {

@@ -1,6 +1,15 @@
 //! The declarative profile of a polled REST upstream (`profile.toml`):
-//! endpoints, pagination, the incremental cursor as a query template, and
-//! per-stream field mappings onto csmd's record kinds.
+//! endpoints, pagination, the incremental cursor, and per-stream field
+//! mappings onto csmd's record kinds.
+//!
+//! Two pagination styles (`[api.pagination] style`):
+//! - `offset` (ServiceNow): every page is asked for after the last stored
+//!   record with an encoded query (`[api.cursor] after` and `order`),
+//!   always at offset 0.
+//! - `cursor` (typical billing APIs): the first page is asked for with
+//!   `updated_since` = the last stored record's update time (inclusive),
+//!   the next pages with the opaque cursor the previous page gave, from
+//!   the body (a JSON pointer) or from a `Link: <…>; rel="next"` header.
 
 use std::collections::BTreeMap;
 
@@ -27,12 +36,24 @@ pub struct Api {
     pub page_size: usize,
     /// chrono format of the upstream's datetimes, which are UTC.
     pub time_format: String,
-    /// Header with the number of records matching the query.
+    /// Header with the number of records matching the query; empty when
+    /// the upstream sends none.
+    #[serde(default)]
     pub total_header: String,
     pub limit_param: String,
+    /// `offset` style: the offset parameter.
+    #[serde(default)]
     pub offset_param: String,
+    /// `offset` style: the parameter carrying the encoded query.
+    #[serde(default)]
     pub query_param: String,
+    /// The parameter naming the columns to return; empty when the upstream
+    /// always returns whole records.
+    #[serde(default)]
     pub fields_param: String,
+    /// How pages are walked; `offset` when not given.
+    #[serde(default)]
+    pub pagination: Pagination,
     /// Query parameters sent with every read.
     #[serde(default)]
     pub params: BTreeMap<String, String>,
@@ -50,11 +71,88 @@ pub struct CursorProfile {
     pub updated: String,
     /// The field holding a record's unique id.
     pub id: String,
-    /// Query selecting records after the cursor; `{updated}` and `{id}` are
-    /// the last stored record's values.
+    /// `offset` style: query selecting records after the cursor;
+    /// `{updated}` and `{id}` are the last stored record's values.
+    #[serde(default)]
     pub after: String,
-    /// Query clause ordering records by the cursor.
+    /// `offset` style: query clause ordering records by the cursor.
+    #[serde(default)]
     pub order: String,
+}
+
+/// `[api.pagination]`: how the pages of a stream are walked.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pagination {
+    pub style: PaginationStyle,
+    /// `cursor` style: JSON pointer to the next page's cursor in a
+    /// response body (`/next_cursor`); null, absent or empty on the last
+    /// page.
+    #[serde(default)]
+    pub next_cursor: Option<String>,
+    /// `cursor` style: the query parameter the cursor is sent back in.
+    #[serde(default)]
+    pub cursor_param: Option<String>,
+    /// `cursor` style: follow the `Link` header's `rel="next"` URL instead
+    /// of (or when the body has no) `next_cursor`.
+    #[serde(default)]
+    pub next_link: bool,
+    /// `cursor` style: the query parameter asking for records updated at or
+    /// after a time (the last stored record's `updated`, as the upstream
+    /// wrote it).
+    #[serde(default)]
+    pub updated_since_param: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaginationStyle {
+    /// Keyset pages by an encoded query, always at offset 0 (ServiceNow).
+    #[default]
+    Offset,
+    /// An opaque next cursor, and `updated_since` for incremental syncs.
+    Cursor,
+}
+
+impl Api {
+    /// What the profile's `[api]` lacks for its pagination style.
+    pub fn check(&self) -> Vec<String> {
+        let mut errors = Vec::new();
+        let mut need = |ok: bool, what: &str| {
+            if !ok {
+                errors.push(format!(
+                    "[api] with pagination style `{}` needs {what}",
+                    match self.pagination.style {
+                        PaginationStyle::Offset => "offset",
+                        PaginationStyle::Cursor => "cursor",
+                    }
+                ));
+            }
+        };
+        match self.pagination.style {
+            PaginationStyle::Offset => {
+                need(!self.query_param.is_empty(), "`query_param`");
+                need(!self.offset_param.is_empty(), "`offset_param`");
+                need(!self.cursor.after.is_empty(), "[api.cursor] `after`");
+                need(!self.cursor.order.is_empty(), "[api.cursor] `order`");
+            }
+            PaginationStyle::Cursor => {
+                let p = &self.pagination;
+                need(
+                    p.next_link || (p.next_cursor.is_some() && p.cursor_param.is_some()),
+                    "[api.pagination] `next_cursor` with `cursor_param`, or `next_link = true`",
+                );
+                need(
+                    p.updated_since_param.is_some(),
+                    "[api.pagination] `updated_since_param`",
+                );
+            }
+        }
+        if self.page_size == 0 {
+            errors.push("[api] `page_size` must be at least 1".into());
+        }
+        errors
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -82,6 +180,8 @@ pub enum TicketPurpose {
     MajorIncident,
     /// One per customer an outage reaches, linked to the major incident.
     ProactiveCase,
+    /// One per data-integrity issue.
+    DataIntegrity,
 }
 
 impl TicketPurpose {
@@ -89,6 +189,7 @@ impl TicketPurpose {
         match self {
             TicketPurpose::MajorIncident => "major_incident",
             TicketPurpose::ProactiveCase => "proactive_case",
+            TicketPurpose::DataIntegrity => "data_integrity",
         }
     }
 }
@@ -108,6 +209,9 @@ pub struct TicketProfile {
     /// `note` column in the same update).
     #[serde(default)]
     pub resolve: serde_json::Map<String, serde_json::Value>,
+    /// Columns set when csmd reopens a resolved ticket.
+    #[serde(default)]
+    pub reopen: serde_json::Map<String, serde_json::Value>,
 }
 
 /// The parts of a ticket csmd fills in.
@@ -135,7 +239,8 @@ pub enum TicketField {
 pub struct StreamProfile {
     pub table: String,
     pub record: RecordKind,
-    /// Extra query ANDed to every read of this stream.
+    /// Extra query ANDed to every read of this stream: an encoded query
+    /// (`offset` style), or query parameters `a=1&b=2` (`cursor` style).
     #[serde(default)]
     pub filter: String,
     /// csmd field → upstream field.
@@ -178,7 +283,11 @@ impl RestProfile {
         &self,
         overrides: &BTreeMap<String, StreamOverride>,
     ) -> Result<Vec<Stream>, Vec<String>> {
-        let mut errors = Vec::new();
+        let mut errors = self.api.check();
+        let joiner = match self.api.pagination.style {
+            PaginationStyle::Offset => "^",
+            PaginationStyle::Cursor => "&",
+        };
         for name in overrides.keys() {
             if !self.streams.contains_key(name) {
                 let known: Vec<_> = self.streams.keys().map(String::as_str).collect();
@@ -221,7 +330,7 @@ impl RestProfile {
             .into_iter()
             .filter(|f| !f.is_empty())
             .collect::<Vec<_>>()
-            .join("^");
+            .join(joiner);
             streams.push(Stream {
                 name: name.clone(),
                 table: over.table.unwrap_or_else(|| profile.table.clone()),

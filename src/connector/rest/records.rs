@@ -10,8 +10,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::model::itsm::{
-    Account, Change, ChangeCi, ChangeState, Ci, Contact, Incident, IncidentState, InstallBaseItem,
-    ItsmRecord, Problem, ProblemTask,
+    Account, BillingAccount, Change, ChangeCi, ChangeState, Charge, Ci, Contact, Incident,
+    IncidentState, InstallBaseItem, ItsmRecord, Problem, ProblemTask, Subscription,
 };
 
 /// The kinds of record a stream can produce, each with its fields.
@@ -27,6 +27,12 @@ pub enum RecordKind {
     ChangeCi,
     Problem,
     ProblemTask,
+    /// From billing: a customer account.
+    BillingAccount,
+    /// From billing: a recurring line item (subscription).
+    Subscription,
+    /// From billing: a one-off charge.
+    Charge,
 }
 
 impl RecordKind {
@@ -41,6 +47,9 @@ impl RecordKind {
             RecordKind::ChangeCi => "change_ci",
             RecordKind::Problem => "problem",
             RecordKind::ProblemTask => "problem_task",
+            RecordKind::BillingAccount => "billing_account",
+            RecordKind::Subscription => "subscription",
+            RecordKind::Charge => "charge",
         }
     }
 
@@ -50,7 +59,10 @@ impl RecordKind {
             RecordKind::Account | RecordKind::Contact | RecordKind::Ci => {
                 &["id", "updated_at", "name"]
             }
-            RecordKind::InstallBaseItem => &["id", "updated_at"],
+            RecordKind::InstallBaseItem
+            | RecordKind::BillingAccount
+            | RecordKind::Subscription
+            | RecordKind::Charge => &["id", "updated_at"],
             RecordKind::Incident | RecordKind::Problem => &["id", "updated_at", "number"],
             RecordKind::Change => &["id", "updated_at", "number", "state"],
             RecordKind::ChangeCi => &["id", "updated_at", "change", "ci"],
@@ -114,6 +126,7 @@ impl RecordKind {
                 "ci",
                 "billable",
                 "customer_requested",
+                "closed_at",
             ],
             RecordKind::ChangeCi => &["id", "updated_at", "change", "ci"],
             RecordKind::Problem => &[
@@ -138,6 +151,28 @@ impl RecordKind {
                 "assigned_to",
                 "due_date",
                 "closed_at",
+            ],
+            RecordKind::BillingAccount => &["id", "updated_at", "number", "name"],
+            RecordKind::Subscription => &[
+                "id",
+                "updated_at",
+                "account",
+                "product",
+                "ci",
+                "service",
+                "quantity",
+                "start",
+                "end",
+                "status",
+            ],
+            RecordKind::Charge => &[
+                "id",
+                "updated_at",
+                "account",
+                "change",
+                "description",
+                "amount",
+                "charged_at",
             ],
         }
     }
@@ -217,7 +252,7 @@ impl RecordKind {
                 ci: f.text("ci"),
                 billable: f.flag("billable")?,
                 customer_requested: f.flag("customer_requested")?,
-                closed_at: None,
+                closed_at: f.time("closed_at")?,
             }),
             RecordKind::ChangeCi => ItsmRecord::ChangeCi(ChangeCi {
                 id,
@@ -248,6 +283,33 @@ impl RecordKind {
                 due_date: f.time("due_date")?,
                 closed_at: f.time("closed_at")?,
             }),
+            RecordKind::BillingAccount => ItsmRecord::BillingAccount(BillingAccount {
+                id,
+                updated_at,
+                number: f.text("number"),
+                name: f.text("name"),
+            }),
+            RecordKind::Subscription => ItsmRecord::Subscription(Subscription {
+                id,
+                updated_at,
+                account: f.text("account"),
+                product: f.text("product"),
+                ci: f.text("ci"),
+                service: f.text("service"),
+                quantity: f.number("quantity")?,
+                start: f.time("start")?,
+                end: f.time("end")?,
+                status: f.text("status"),
+            }),
+            RecordKind::Charge => ItsmRecord::Charge(Charge {
+                id,
+                updated_at,
+                account: f.text("account"),
+                change: f.text("change"),
+                description: f.text("description"),
+                amount: f.number("amount")?,
+                charged_at: f.time("charged_at")?,
+            }),
         })
     }
 }
@@ -260,10 +322,16 @@ pub struct Fields<'a> {
 }
 
 impl Fields<'_> {
-    /// The raw text of a mapped field; empty and unmapped are `None`.
+    /// The raw text of a mapped field; empty and unmapped are `None`. A
+    /// column starting with `/` is a JSON pointer into the record
+    /// (`/metadata/ci`).
     pub fn text(&self, field: &str) -> Option<String> {
         let column = self.mapping.get(field)?;
-        let value = match self.record.get(column)? {
+        let value = match column.strip_prefix('/') {
+            Some(_) => pointer(self.record, column)?,
+            None => self.record.get(column)?,
+        };
+        let value = match value {
             // A reference rendered with its link.
             Value::Object(reference) => reference.get("value")?,
             other => other,
@@ -292,6 +360,19 @@ impl Fields<'_> {
                 t.trim()
                     .parse::<i64>()
                     .map_err(|_| format!("`{}` {t:?} is not a number", self.column(field)))
+            })
+            .transpose()
+    }
+
+    /// A decimal number (a quantity, an amount), finite.
+    pub fn number(&self, field: &str) -> Result<Option<f64>, String> {
+        self.text(field)
+            .map(|t| {
+                t.trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|n| n.is_finite())
+                    .ok_or_else(|| format!("`{}` {t:?} is not a number", self.column(field)))
             })
             .transpose()
     }
@@ -338,10 +419,30 @@ impl Fields<'_> {
     }
 }
 
+/// `pointer` (`/a/b`) inside an object.
+fn pointer<'v>(record: &'v Map<String, Value>, pointer: &str) -> Option<&'v Value> {
+    let mut parts = pointer.strip_prefix('/')?.split('/');
+    let first = parts.next()?;
+    let rest: Vec<&str> = parts.collect();
+    let value = record.get(&first.replace("~1", "/").replace("~0", "~"))?;
+    if rest.is_empty() {
+        Some(value)
+    } else {
+        value.pointer(&format!("/{}", rest.join("/")))
+    }
+}
+
+/// A UTC time in the profile's `format`, or RFC 3339 with an offset, or a
+/// bare `YYYY-MM-DD` date (midnight UTC), as billing periods often are.
 pub fn parse_time(text: &str, format: &str) -> Result<DateTime<Utc>, String> {
-    NaiveDateTime::parse_from_str(text.trim(), format)
+    let text = text.trim();
+    NaiveDateTime::parse_from_str(text, format)
         .map(|t| t.and_utc())
-        .or_else(|_| DateTime::parse_from_rfc3339(text.trim()).map(|t| t.with_timezone(&Utc)))
+        .or_else(|_| DateTime::parse_from_rfc3339(text).map(|t| t.with_timezone(&Utc)))
+        .or_else(|_| {
+            chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+                .map(|d| d.and_time(chrono::NaiveTime::MIN).and_utc())
+        })
         .map_err(|_| format!("{text:?} is not a time like {format:?}"))
 }
 
@@ -359,6 +460,65 @@ mod tests {
             time_format: "%Y-%m-%d %H:%M:%S",
         };
         RecordKind::Incident.build(&f).unwrap()
+    }
+
+    /// The recorded billing pages map through the shipped billing profile.
+    #[test]
+    fn recorded_billing_pages_map_onto_billing_records() {
+        use crate::connector::rest::profile::RestProfile;
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/connectors/billing-rest");
+        let profile: RestProfile =
+            toml::from_str(&std::fs::read_to_string(format!("{dir}/profile.toml")).unwrap())
+                .unwrap();
+        let streams = profile.streams(&BTreeMap::new()).unwrap();
+        let read = |stream: &str, fixture: &str| -> Vec<ItsmRecord> {
+            let stream = streams.iter().find(|s| s.name == stream).unwrap();
+            let page: Value = serde_json::from_str(
+                &std::fs::read_to_string(format!("{dir}/fixtures/{fixture}")).unwrap(),
+            )
+            .unwrap();
+            page["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    let f = Fields {
+                        record: r.as_object().unwrap(),
+                        mapping: &stream.fields,
+                        time_format: &profile.api.time_format,
+                    };
+                    stream.record.build(&f).unwrap()
+                })
+                .collect()
+        };
+        let subs = read("subscriptions", "subscriptions-page.json");
+        let [
+            ItsmRecord::Subscription(live),
+            ItsmRecord::Subscription(ended),
+        ] = subs.as_slice()
+        else {
+            panic!("two subscriptions: {subs:?}")
+        };
+        assert_eq!(live.account.as_deref(), Some("acc_00001001"));
+        assert_eq!(live.product.as_deref(), Some("MPLS-VPN-100M"));
+        assert_eq!(live.ci.as_deref(), Some("rtr-par-01"));
+        assert_eq!(live.service.as_deref(), Some("MPLS VPN"));
+        assert_eq!(live.quantity, Some(2.0));
+        assert_eq!(live.end, None);
+        let now = "2026-11-21T00:00:00Z".parse().unwrap();
+        assert!(live.is_active(now));
+        assert!(!ended.is_active(now));
+        let charges = read("charges", "charges-page.json");
+        let [ItsmRecord::Charge(charge)] = charges.as_slice() else {
+            panic!("one charge")
+        };
+        assert_eq!(charge.change.as_deref(), Some("CHG0030001"));
+        assert_eq!(charge.amount, Some(450.0));
+        let accounts = read("accounts", "accounts-page.json");
+        let [ItsmRecord::BillingAccount(account)] = accounts.as_slice() else {
+            panic!("one account")
+        };
+        assert_eq!(account.number.as_deref(), Some("ACC-1001"));
     }
 
     #[test]

@@ -54,6 +54,15 @@ pub struct PollerHandle {
 }
 
 impl PollerHandle {
+    /// The handle of a task that answers `trigger` with a report and keeps
+    /// `health` up to date (a poller, a folder watcher).
+    pub fn new(
+        trigger: mpsc::Sender<oneshot::Sender<SyncReport>>,
+        health: Arc<RwLock<Health>>,
+    ) -> PollerHandle {
+        PollerHandle { trigger, health }
+    }
+
     /// Asks for a sync now and waits for its report.
     pub async fn sync_now(&self) -> Option<SyncReport> {
         let (reply, report) = oneshot::channel();

@@ -1,0 +1,316 @@
+//! Data-integrity reconciliation benchmark (see BENCHMARKS.md).
+//!
+//! Fills a store with 1,000,000 CMDB CIs, 1,000,000 install-base items,
+//! 1,000,000 subscriptions and 200,000 monitored hosts for 1,000 customers,
+//! with a known number of disagreements of each kind, then runs, in a fresh
+//! process so its peak RSS is the reconciliation's own:
+//!
+//! - a full reconciliation (every rule over everything), checked against
+//!   the disagreements planted;
+//! - incremental reconciliations after one record changed: one
+//!   subscription cancelled (an issue raised), then restored (resolved).
+//!
+//! ```text
+//! cargo run --release --example integrity_load
+//! cargo run --release --example integrity_load -- --items 100000   # smaller
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use chrono::{DateTime, Utc};
+use clap::Parser;
+
+use csmd::engine::integrity::Reconciler;
+use csmd::model::itsm::{Account, BillingAccount, Ci, InstallBaseItem, ItsmRecord, Subscription};
+use csmd::model::{AlertEvent, AlertStatus, ConnectorName};
+use csmd::store::Store;
+
+mod common;
+
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+const TARGET_FULL: Duration = Duration::from_secs(5);
+const TARGET_RSS_MB: f64 = 1024.0;
+const TARGET_INCREMENTAL: Duration = Duration::from_millis(10);
+const CUSTOMERS: usize = 1000;
+/// One disagreement of each kind every this many items.
+const EVERY: usize = 1000;
+
+#[derive(Parser, Debug)]
+#[command(about = "Measure a full and an incremental data-integrity reconciliation")]
+struct Args {
+    /// CIs, install-base items and subscriptions (one each per CI).
+    #[arg(long, default_value_t = 1_000_000)]
+    items: usize,
+    /// Monitored hosts (alerts), most of them CMDB CIs.
+    #[arg(long, default_value_t = 200_000)]
+    monitored: usize,
+    /// Internal: measure the store in this directory.
+    #[arg(long, hide = true)]
+    measure: Option<PathBuf>,
+}
+
+fn now() -> DateTime<Utc> {
+    "2026-11-22T10:00:00Z".parse().unwrap_or_default()
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let result = match &args.measure {
+        Some(dir) => measure(dir, &args),
+        None => prepare_and_measure(&args),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(2),
+        Err(e) => {
+            eprintln!("integrity_load: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn prepare_and_measure(args: &Args) -> anyhow::Result<bool> {
+    let dir = tempfile::tempdir()?;
+    let started = Instant::now();
+    fill(dir.path(), args)?;
+    eprintln!(
+        "filled the store in {:.1} s ({} CIs, {} items, {} subscriptions, {} monitored hosts)",
+        started.elapsed().as_secs_f64(),
+        args.items,
+        args.items,
+        args.items,
+        args.monitored
+    );
+    let status = std::process::Command::new(std::env::current_exe()?)
+        .arg("--items")
+        .arg(args.items.to_string())
+        .arg("--monitored")
+        .arg(args.monitored.to_string())
+        .arg("--measure")
+        .arg(dir.path())
+        .status()?;
+    Ok(status.success())
+}
+
+fn store_dir(dir: &Path) -> PathBuf {
+    dir.join("data")
+}
+
+/// CI `n`: its name, and which disagreement (if any) it carries.
+fn ci_name(n: usize) -> String {
+    format!("ci-{n:07}.net.example")
+}
+
+fn fill(dir: &Path, args: &Args) -> anyhow::Result<()> {
+    write_config(dir)?;
+    let store = Store::open(&store_dir(dir))?;
+    let mut batch = Vec::with_capacity(10_000);
+    let flush = |batch: &mut Vec<ItsmRecord>| -> anyhow::Result<()> {
+        store.apply_itsm(batch.iter())?;
+        batch.clear();
+        Ok(())
+    };
+    for c in 0..CUSTOMERS {
+        batch.push(ItsmRecord::Account(Account {
+            id: format!("acc-{c}"),
+            number: Some(format!("ACC{c:04}")),
+            name: format!("Customer {c}"),
+            updated_at: now(),
+        }));
+        batch.push(ItsmRecord::BillingAccount(BillingAccount {
+            id: format!("ba-{c}"),
+            number: Some(format!("B{c:04}")),
+            name: None,
+            updated_at: now(),
+        }));
+    }
+    flush(&mut batch)?;
+    for n in 0..args.items {
+        let customer = n % CUSTOMERS;
+        let kind = n % EVERY;
+        // kind 1: retired in the CMDB but still billed; 2: not billed;
+        // 3: billed to another customer; 4: billed, in no install base.
+        batch.push(ItsmRecord::Ci(Ci {
+            id: format!("sys-{n}"),
+            name: ci_name(n),
+            class: Some("cmdb_ci_netgear".into()),
+            install_status: Some(if kind == 1 { 7 } else { 1 }),
+            operational_status: Some(1),
+            account: None,
+            updated_at: now(),
+        }));
+        if kind != 4 {
+            batch.push(ItsmRecord::InstallBaseItem(InstallBaseItem {
+                id: format!("ib-{n}"),
+                account: Some(format!("acc-{customer}")),
+                ci: Some(format!("sys-{n}")),
+                service: None,
+                state: Some("installed".into()),
+                uninstall_date: None,
+                updated_at: now(),
+            }));
+        }
+        if kind != 2 {
+            let billed_to = if kind == 3 {
+                (customer + 1) % CUSTOMERS
+            } else {
+                customer
+            };
+            batch.push(subscription(n, billed_to, "active", now()));
+        }
+        if batch.len() >= 9_000 {
+            flush(&mut batch)?;
+        }
+    }
+    flush(&mut batch)?;
+    let connector: ConnectorName = "monitoring".parse()?;
+    let mut alerts = Vec::with_capacity(10_000);
+    for m in 0..args.monitored {
+        // One unknown host in a thousand.
+        let ci = if m % EVERY == 5 {
+            format!("unknown-{m}.example")
+        } else {
+            ci_name(m * (args.items / args.monitored.max(1)).max(1) % args.items)
+        };
+        alerts.push(AlertEvent {
+            source_id: format!("fp-{m}"),
+            status: AlertStatus::Firing,
+            service: None,
+            ci: Some(ci),
+            customer: None,
+            severity: Some("critical".into()),
+            summary: "down".into(),
+            starts_at: Some(now()),
+            ends_at: None,
+        });
+        if alerts.len() >= 10_000 {
+            store.apply_alerts(alerts.iter().map(|a| (&connector, now(), a)))?;
+            alerts.clear();
+        }
+    }
+    store.apply_alerts(alerts.iter().map(|a| (&connector, now(), a)))?;
+    store.flush()?;
+    Ok(())
+}
+
+fn subscription(n: usize, customer: usize, status: &str, at: DateTime<Utc>) -> ItsmRecord {
+    ItsmRecord::Subscription(Subscription {
+        id: format!("sub-{n}"),
+        account: Some(format!("ba-{customer}")),
+        product: Some("MPLS-100M".into()),
+        ci: Some(ci_name(n)),
+        service: None,
+        quantity: Some(1.0),
+        start: Some(now() - chrono::Duration::days(365)),
+        end: None,
+        status: Some(status.into()),
+        updated_at: at,
+    })
+}
+
+fn write_config(dir: &Path) -> anyhow::Result<()> {
+    let daemon = common::daemon_section(dir, &store_dir(dir))?;
+    let customers = dir.join("customers");
+    for c in 0..CUSTOMERS {
+        std::fs::write(
+            customers.join(format!("c{c:04}.toml")),
+            format!(
+                "id = \"c{c:04}\"\nname = \"Customer {c}\"\nitsm_account = \"ACC{c:04}\"\nbilling_account = \"B{c:04}\"\n\n\
+                 [[contact]]\nname = \"Ops\"\nemail = \"ops@c{c}.example\"\nroles = [\"maintenance\", \"reports\"]\n"
+            ),
+        )?;
+    }
+    std::fs::write(
+        dir.join("csmd.toml"),
+        format!("{daemon}\n[email]\nfrom = \"CSM <csm@example.net>\"\n"),
+    )?;
+    Ok(())
+}
+
+fn peak_rss_mb() -> anyhow::Result<f64> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .context("no VmHWM")?;
+    let kb: f64 = line
+        .split_whitespace()
+        .nth(1)
+        .context("VmHWM value")?
+        .parse()?;
+    Ok(kb / 1024.0)
+}
+
+fn measure(dir: &Path, args: &Args) -> anyhow::Result<bool> {
+    let config = csmd::config::load(&dir.join("csmd.toml"))
+        .map_err(|d| anyhow::anyhow!("benchmark configuration: {d}"))?;
+    let store = Store::open(&store_dir(dir))?;
+    let rss_open = peak_rss_mb()?;
+    let mut reconciler = Reconciler::new();
+
+    let started = Instant::now();
+    let done = reconciler.full(&store, &config, now())?;
+    let full = started.elapsed();
+    let rss = peak_rss_mb()?;
+
+    // Each of the four planted kinds once per EVERY CIs, and the unknown
+    // hosts.
+    let expected_items = (0..args.items).filter(|n| (1..=4).contains(&(n % EVERY))).count();
+    let expected_unknown = (0..args.monitored).filter(|m| m % EVERY == 5).count();
+    let expected = expected_items + expected_unknown;
+    if done.findings != expected {
+        bail!(
+            "the full run found {} issues, {expected} were planted",
+            done.findings
+        );
+    }
+
+    // One record changes: a subscription is cancelled, then billed again.
+    let mut incremental = Vec::new();
+    for (step, status) in [(1, "cancelled"), (2, "active")] {
+        let at = now() + chrono::Duration::minutes(step);
+        let record = subscription(10, 10 % CUSTOMERS, status, at);
+        store.apply_itsm(std::slice::from_ref(&record))?;
+        // What an incremental run does once the journal named the record.
+        let started = Instant::now();
+        let done = reconciler.changed(&store, &config, [record], at)?;
+        incremental.push((started.elapsed(), done));
+    }
+    let (raised, resolved) = (incremental[0].1.raised, incremental[1].1.resolved);
+    if (raised, resolved) != (1, 1) {
+        bail!("the incremental runs raised {raised} and resolved {resolved} issues, expected 1 and 1");
+    }
+
+    println!(
+        "full reconciliation: {:.2} s for {} CIs, {} install-base items, {} subscriptions, {} monitored hosts; {} findings",
+        full.as_secs_f64(),
+        args.items,
+        args.items,
+        args.items,
+        args.monitored,
+        done.findings
+    );
+    println!("peak RSS: {rss:.0} MB (after opening the store: {rss_open:.0} MB)");
+    for (took, done) in &incremental {
+        println!(
+            "incremental after one record: {:.2} ms (raised {}, resolved {})",
+            took.as_secs_f64() * 1000.0,
+            done.raised,
+            done.resolved
+        );
+    }
+    let worst = incremental.iter().map(|(t, _)| *t).max().unwrap_or_default();
+    let met = full <= TARGET_FULL && rss <= TARGET_RSS_MB && worst <= TARGET_INCREMENTAL;
+    println!(
+        "targets: full ≤ {} s, peak RSS ≤ {TARGET_RSS_MB:.0} MB, incremental ≤ {} ms: {}",
+        TARGET_FULL.as_secs(),
+        TARGET_INCREMENTAL.as_millis(),
+        if met { "met" } else { "MISSED" }
+    );
+    Ok(true)
+}
