@@ -260,7 +260,9 @@ fn measure(dir: &Path, args: &Args) -> anyhow::Result<bool> {
 
     // Each of the four planted kinds once per EVERY CIs, and the unknown
     // hosts.
-    let expected_items = (0..args.items).filter(|n| (1..=4).contains(&(n % EVERY))).count();
+    let expected_items = (0..args.items)
+        .filter(|n| (1..=4).contains(&(n % EVERY)))
+        .count();
     let expected_unknown = (0..args.monitored).filter(|m| m % EVERY == 5).count();
     let expected = expected_items + expected_unknown;
     if done.findings != expected {
@@ -283,7 +285,9 @@ fn measure(dir: &Path, args: &Args) -> anyhow::Result<bool> {
     }
     let (raised, resolved) = (incremental[0].1.raised, incremental[1].1.resolved);
     if (raised, resolved) != (1, 1) {
-        bail!("the incremental runs raised {raised} and resolved {resolved} issues, expected 1 and 1");
+        bail!(
+            "the incremental runs raised {raised} and resolved {resolved} issues, expected 1 and 1"
+        );
     }
 
     println!(
@@ -304,7 +308,11 @@ fn measure(dir: &Path, args: &Args) -> anyhow::Result<bool> {
             done.resolved
         );
     }
-    let worst = incremental.iter().map(|(t, _)| *t).max().unwrap_or_default();
+    let worst = incremental
+        .iter()
+        .map(|(t, _)| *t)
+        .max()
+        .unwrap_or_default();
     let met = full <= TARGET_FULL && rss <= TARGET_RSS_MB && worst <= TARGET_INCREMENTAL;
     println!(
         "targets: full ≤ {} s, peak RSS ≤ {TARGET_RSS_MB:.0} MB, incremental ≤ {} ms: {}",

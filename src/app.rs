@@ -244,7 +244,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         },
         shutdown.clone(),
     ));
-    tasks.spawn(crate::report::schedule::run(state.clone(), shutdown.clone()));
+    tasks.spawn(crate::report::schedule::run(
+        state.clone(),
+        shutdown.clone(),
+    ));
     tasks.close();
 
     let app = http::router(state.clone());

@@ -9,9 +9,9 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::customer::Severity;
-use crate::model::integrity::Rule;
 use super::value::{CronExpr, HumanDuration, Rate, RateLimit, SecretRef, TimeZone};
 pub use crate::connector::rest::profile::StreamOverride;
+use crate::model::integrity::Rule;
 
 /// `[daemon]`: where csmd keeps its state and how it listens.
 #[derive(Debug, Clone, Deserialize)]

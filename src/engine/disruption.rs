@@ -299,8 +299,7 @@ impl Planner<'_> {
         // Forget maintenance marks of alerts no longer firing.
         if !told.during_maintenance.is_empty() {
             let keys: HashSet<&str> = firing_now().map(|&(key, _)| key).collect();
-            told
-                .during_maintenance
+            told.during_maintenance
                 .retain(|key, _| keys.contains(key.as_str()));
         }
 

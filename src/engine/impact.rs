@@ -287,9 +287,9 @@ impl Impact {
                 customer.billing_account.as_deref(),
             ];
             for name in names.into_iter().flatten() {
-                named
-                    .entry(name)
-                    .or_insert_with(|| by_id.get(customer.id.as_str()).cloned().unwrap_or_default());
+                named.entry(name).or_insert_with(|| {
+                    by_id.get(customer.id.as_str()).cloned().unwrap_or_default()
+                });
             }
         }
         Reach {
@@ -385,7 +385,9 @@ mod tests {
             ])
             .unwrap();
         let customers = vec![
-            customer("id = \"a\"\nname = \"A\"\n[[install_base]]\nci = \"gw-1\"\nservice = \"vpn\""),
+            customer(
+                "id = \"a\"\nname = \"A\"\n[[install_base]]\nci = \"gw-1\"\nservice = \"vpn\"",
+            ),
             customer("id = \"b\"\nname = \"B\"\nitsm_account = \"ACC-B\""),
             customer(
                 "id = \"c\"\nname = \"C\"\nbilling_account = \"a\"\n[[install_base]]\nservice = \"vpn\"",

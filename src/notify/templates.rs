@@ -299,7 +299,10 @@ impl Templates {
     }
 
     /// The monthly service report (see `crate::report::render`).
-    pub fn report(&self, report: &crate::report::render::ReportView) -> Result<Rendered, TemplateError> {
+    pub fn report(
+        &self,
+        report: &crate::report::render::ReportView,
+    ) -> Result<Rendered, TemplateError> {
         let names = [REPORT_SUBJECT, REPORT_TEXT, REPORT_HTML];
         self.message(names, Value::from(minijinja::value::Serde(report)))
     }

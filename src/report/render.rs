@@ -318,9 +318,12 @@ pub struct Parts<'a> {
     pub integrity: Vec<IntegrityLine>,
     /// Extended Service Delivery: the months before and this one, oldest
     /// first, and the charts with their `src`.
-    pub trending: Option<(&'a [MonthFigures], Vec<(&'a Chart, String)>)>,
+    pub trending: Option<Trending<'a>>,
     pub data: &'a CustomerData,
 }
+
+/// Six months of figures, oldest first, and each chart with its `src`.
+pub type Trending<'a> = (&'a [MonthFigures], Vec<(&'a Chart, String)>);
 
 /// The view of a report (without a recipient).
 pub fn view(parts: Parts<'_>) -> ReportView {

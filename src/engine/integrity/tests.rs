@@ -477,7 +477,10 @@ fn flap(reopen: &str) -> Vec<crate::model::itsm::ItsmWrite> {
         .integrity_issue("ci-not-billed/pe2")
         .unwrap()
         .unwrap();
-    assert_eq!((issue.status, issue.occurrences), (IssueStatus::Ticketed, 2));
+    assert_eq!(
+        (issue.status, issue.occurrences),
+        (IssueStatus::Ticketed, 2)
+    );
     world
         .store
         .writes(None)
