@@ -1141,7 +1141,7 @@ async fn csmd_report_render_writes_a_preview_with_its_charts_and_sends_nothing()
     );
     let html = std::fs::read_to_string(&out).expect("the HTML preview");
     assert_eq!(html.matches("src=\"data:image&#x2f;png;base64,").count(), 4);
-    assert!(html.contains("99.097 %"));
+    assert!(html.contains("99.097&nbsp;%"));
     let dir = out.parent().unwrap();
     assert!(dir.join("report.txt").exists());
     assert!(dir.join("incidents-acme-2025-11.csv").exists());

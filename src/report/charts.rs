@@ -15,6 +15,11 @@ pub const WIDTH: u32 = 640;
 pub const HEIGHT: u32 = 300;
 
 const FONT: &str = "sans-serif";
+/// Text sizes in pixels: charts are shown about half their width on a
+/// phone, so text is drawn large.
+const CAPTION: u32 = 26;
+const LABEL: u32 = 19;
+const LEGEND: u32 = 18;
 
 /// What the trending charts show, one entry per month, oldest first.
 #[derive(Debug, Clone, Default)]
@@ -287,10 +292,10 @@ fn availability(trend: &Trend) -> Result<Chart, ChartError> {
     };
     let png = png_of(NAME, |root| {
         let mut chart = ChartBuilder::on(root)
-            .caption(&title, (FONT, 18).into_font().style(FontStyle::Bold))
+            .caption(&title, (FONT, CAPTION).into_font().style(FontStyle::Bold))
             .margin(10)
-            .x_label_area_size(28)
-            .y_label_area_size(56)
+            .x_label_area_size(34)
+            .y_label_area_size(78)
             .build_cartesian_2d(
                 (0..last_index(&trend.labels)).into_segmented(),
                 floor..100.0 + (100.0 - floor) * 0.04,
@@ -299,10 +304,12 @@ fn availability(trend: &Trend) -> Result<Chart, ChartError> {
         chart
             .configure_mesh()
             .disable_x_mesh()
+            .y_labels(6)
+            .light_line_style(RGBColor(243, 244, 246))
             .x_labels(trend.labels.len())
             .x_label_formatter(&label(&trend.labels))
             .y_label_formatter(&|v| format!("{v:.2}"))
-            .label_style((FONT, 13))
+            .label_style((FONT, LABEL))
             .draw()
             .map_err(draw_error(NAME))?;
         chart
@@ -348,7 +355,7 @@ fn availability(trend: &Trend) -> Result<Chart, ChartError> {
         chart
             .configure_series_labels()
             .position(SeriesLabelPosition::LowerLeft)
-            .label_font((FONT, 12))
+            .label_font((FONT, LEGEND))
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK.mix(0.3))
             .draw()
@@ -376,19 +383,21 @@ fn incidents(trend: &Trend) -> Result<Chart, ChartError> {
     let top = u32::try_from(top + top * 3 / 4 + 1).unwrap_or(u32::MAX);
     let png = png_of(NAME, |root| {
         let mut chart = ChartBuilder::on(root)
-            .caption(&title, (FONT, 18).into_font().style(FontStyle::Bold))
+            .caption(&title, (FONT, CAPTION).into_font().style(FontStyle::Bold))
             .margin(10)
-            .x_label_area_size(28)
-            .y_label_area_size(48)
+            .x_label_area_size(34)
+            .y_label_area_size(60)
             .build_cartesian_2d((0..last_index(&trend.labels)).into_segmented(), 0u32..top)
             .map_err(draw_error(NAME))?;
         chart
             .configure_mesh()
             .disable_x_mesh()
+            .y_labels(6)
+            .light_line_style(RGBColor(243, 244, 246))
             .x_labels(trend.labels.len())
             .x_label_formatter(&label(&trend.labels))
             .y_label_formatter(&|v| v.to_string())
-            .label_style((FONT, 13))
+            .label_style((FONT, LABEL))
             .draw()
             .map_err(draw_error(NAME))?;
         for (p, colour) in PRIORITY_COLOURS.iter().enumerate() {
@@ -430,7 +439,7 @@ fn incidents(trend: &Trend) -> Result<Chart, ChartError> {
         chart
             .configure_series_labels()
             .position(SeriesLabelPosition::UpperLeft)
-            .label_font((FONT, 12))
+            .label_font((FONT, LEGEND))
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK.mix(0.3))
             .draw()
@@ -456,19 +465,21 @@ fn mttr(trend: &Trend) -> Result<Chart, ChartError> {
     let top = top * 1.15;
     let png = png_of(NAME, |root| {
         let mut chart = ChartBuilder::on(root)
-            .caption(&title, (FONT, 18).into_font().style(FontStyle::Bold))
+            .caption(&title, (FONT, CAPTION).into_font().style(FontStyle::Bold))
             .margin(10)
-            .x_label_area_size(28)
-            .y_label_area_size(48)
+            .x_label_area_size(34)
+            .y_label_area_size(60)
             .build_cartesian_2d((0..last_index(&trend.labels)).into_segmented(), 0.0..top)
             .map_err(draw_error(NAME))?;
         chart
             .configure_mesh()
             .disable_x_mesh()
+            .y_labels(6)
+            .light_line_style(RGBColor(243, 244, 246))
             .x_labels(trend.labels.len())
             .x_label_formatter(&label(&trend.labels))
             .y_label_formatter(&|v| format!("{v:.1}"))
-            .label_style((FONT, 13))
+            .label_style((FONT, LABEL))
             .draw()
             .map_err(draw_error(NAME))?;
         let colour = PALETTE[0];
@@ -507,10 +518,10 @@ fn sla(trend: &Trend) -> Result<Chart, ChartError> {
     let floor = ((lowest - 5.0) / 10.0).floor().max(0.0) * 10.0;
     let png = png_of(NAME, |root| {
         let mut chart = ChartBuilder::on(root)
-            .caption(&title, (FONT, 18).into_font().style(FontStyle::Bold))
+            .caption(&title, (FONT, CAPTION).into_font().style(FontStyle::Bold))
             .margin(10)
-            .x_label_area_size(28)
-            .y_label_area_size(48)
+            .x_label_area_size(34)
+            .y_label_area_size(60)
             .build_cartesian_2d(
                 (0..last_index(&trend.labels)).into_segmented(),
                 floor..100.5f64,
@@ -519,10 +530,12 @@ fn sla(trend: &Trend) -> Result<Chart, ChartError> {
         chart
             .configure_mesh()
             .disable_x_mesh()
+            .y_labels(6)
+            .light_line_style(RGBColor(243, 244, 246))
             .x_labels(trend.labels.len())
             .x_label_formatter(&label(&trend.labels))
             .y_label_formatter(&|v| format!("{v:.0}"))
-            .label_style((FONT, 13))
+            .label_style((FONT, LABEL))
             .draw()
             .map_err(draw_error(NAME))?;
         for (i, (name, values)) in [
@@ -557,7 +570,7 @@ fn sla(trend: &Trend) -> Result<Chart, ChartError> {
         chart
             .configure_series_labels()
             .position(SeriesLabelPosition::LowerLeft)
-            .label_font((FONT, 12))
+            .label_font((FONT, LEGEND))
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK.mix(0.3))
             .draw()
