@@ -25,8 +25,15 @@
 //! notices' idempotency keys, are made from that minute: two disruptions
 //! of one customer starting in the same minute would share their keys.
 //!
+//! The clusters of services that share customers start their cycles
+//! spread over one `hold + rest`, so the load is steady. With the default
+//! pace the clients post as fast as csmd answers; a longer `--hold` and
+//! `--rest` offer less (the summary prints the most the pace allows).
+//!
 //! It reports acknowledged alerts per second (a 2xx means the alerts are
-//! durable), POST latency, and the latency from sending a POST to its
+//! durable), POST latency, how far the engine falls behind the journal,
+//! how long after the last POST every notice was queued (and so the rate
+//! from POST to queued notice), and the latency from sending a POST to its
 //! notice being durably queued in the outbox: the end of the planner run
 //! that queued it, taken from the daemon's own `Messages queued` event
 //! (after the outbox batch is flushed), matched to the run by the message's
@@ -176,6 +183,10 @@ struct Unit {
 /// shared service with its customers' own services.
 struct Cluster {
     units: Vec<usize>,
+    /// When its first group fires, after the start: the clusters' cycles
+    /// are spread over one `hold + rest`, so the load is steady rather
+    /// than every cluster firing at once.
+    offset: Duration,
 }
 
 /// The timeline of a group of alerts, as the load generator saw it.
@@ -431,11 +442,15 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         measured_lag.iter().sum::<u64>() as f64 / measured_lag.len().max(1) as f64,
         measured_lag.iter().max().copied().unwrap_or(0)
     );
+    if let Some(catch_up) = catch_up_after(&lag, window.end) {
+        println!("  engine catch-up   {catch_up}");
+    }
     println!("  groups            {fired} fired, {resolved} resolved (warm-up included)");
     match &drained {
         Ok(waited) => println!(
-            "  drain             every notice queued {:.2} s after the last POST",
-            waited.as_secs_f64()
+            "  drain             every notice queued {:.2} s after the last POST: {:.0} alerts/s from POST to queued notice",
+            waited.as_secs_f64(),
+            measured_alerts as f64 / (measured + *waited).as_secs_f64()
         ),
         Err(e) => println!("  drain             FAILED: {e:#}"),
     }
@@ -552,7 +567,10 @@ fn write_customers(dir: &Path, args: &Args) -> anyhow::Result<(Vec<Unit>, Vec<Cl
         }
         let mut members = customers.clone();
         members.push(unit);
-        clusters.push(Cluster { units: members });
+        clusters.push(Cluster {
+            units: members,
+            offset: Duration::ZERO,
+        });
         units.push(Unit {
             service: format!("shared-{s:03}"),
             customers,
@@ -560,7 +578,10 @@ fn write_customers(dir: &Path, args: &Args) -> anyhow::Result<(Vec<Unit>, Vec<Cl
         });
     }
     clusters.extend(
-        (args.shared_services * SHARING..args.customers).map(|c| Cluster { units: vec![c] }),
+        (args.shared_services * SHARING..args.customers).map(|c| Cluster {
+            units: vec![c],
+            offset: Duration::ZERO,
+        }),
     );
     for c in 0..args.customers {
         let id = customer_id(c);
@@ -609,7 +630,10 @@ async fn drive(
     let epoch = epoch - chrono::Duration::seconds(epoch.timestamp() % 60);
     let minutes = Arc::new(std::sync::atomic::AtomicI64::new(0));
     let mut shares: Vec<Vec<Cluster>> = (0..args.clients).map(|_| Vec::new()).collect();
-    for (i, cluster) in clusters.into_iter().enumerate() {
+    let cycle = Duration::from_millis(args.hold + args.rest);
+    let count = clusters.len() as u32;
+    for (i, mut cluster) in clusters.into_iter().enumerate() {
+        cluster.offset = cycle * i as u32 / count.max(1);
         shares[i % args.clients].push(cluster);
     }
     let pace = Pace {
@@ -693,7 +717,10 @@ async fn client(
     let begin = Instant::now();
     let mut phases: Vec<Phase> = clusters
         .iter()
-        .map(|_| Phase::Quiet { at: begin, next: 0 })
+        .map(|cluster| Phase::Quiet {
+            at: begin + cluster.offset,
+            next: 0,
+        })
         .collect();
     let mut connection = None;
     let mut turn = 0;
@@ -939,6 +966,26 @@ impl LagSampler {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         self.handle.join().unwrap_or_default()
     }
+}
+
+/// How the engine caught up once the load stopped: the entries it was
+/// behind at the end of the window, and how fast it applied them.
+fn catch_up_after(lag: &[(Instant, u64)], end: Instant) -> Option<String> {
+    let after: Vec<&(Instant, u64)> = lag.iter().filter(|(at, _)| *at >= end).collect();
+    let &&(from, behind) = after.first()?;
+    if behind == 0 {
+        return Some("nothing to catch up at the end of the window".into());
+    }
+    let (to, left) = after
+        .iter()
+        .find(|(_, entries)| *entries == 0)
+        .map_or_else(|| after.last().map_or((from, behind), |l| **l), |l| **l);
+    let seconds = (to - from).as_secs_f64();
+    let applied = behind.saturating_sub(left);
+    Some(format!(
+        "{behind} entries behind at the end of the window, {applied} applied in {seconds:.2} s after it ({:.0} entries/s)",
+        applied as f64 / seconds.max(0.001)
+    ))
 }
 
 /// Waits until the planner has queued as many messages as the groups call

@@ -415,7 +415,7 @@ fn render_only(
     let gathered = started.elapsed().as_secs_f64();
     let (mut messages, mut bytes) = (0, 0);
     for group in due.chunks(csmd::report::schedule::GROUP) {
-        for made in reporter.build(store, group, &data, now) {
+        for made in reporter.build(group, &data, now) {
             let (_, m) = made?;
             messages += m.len();
             bytes += m

@@ -1053,6 +1053,11 @@ password = { env = "CSMD_TEST_SMTP_PASSWORD" }
 [schedules]
 monthly_report = "0 6 1 * *"
 
+[integrity.rules.customer-mismatch]
+enabled = false
+[integrity.rules.contact-missing]
+grace = "1d"
+
 [[connector]]
 name = "monitoring"
 profile = "webhook-json"
@@ -1118,6 +1123,7 @@ configuration {dir}/csmd.toml is valid
   e-mail        from Example Telecom CSM <csm@example.net>, smtp smtp.example.net:587 (starttls, with auth), at most 600/m
   schedules     monthly_report \"0 6 1 * *\", reconciliation \"30 2 * * *\", sip_digest \"0 8 * * Mon-Fri\"
   SIP           actions from CSAT under 3 and NPS under 7; overdue digest off (no [sip] digest_to)
+  integrity     6 of 7 rules on: ci-not-billed, billed-not-in-install-base, billed-after-decommission, monitored-unknown-ci, billable-change-not-billed, contact-missing (grace 1day); no tickets (no [integrity] writeback)
   connectors    2
     monitoring       webhook-json   webhook: bearer token
     events           webhook-json   webhook: standard-webhooks, 1 key(s), tolerance 2m

@@ -12,12 +12,14 @@ mod common;
 use chrono::{DateTime, Utc};
 use common::{ConfigDir, PATIENCE, SmtpServer, TestApp, wait_until};
 use csmd::config::Customer;
+use csmd::model::integrity::{IntegrityIssue, IssueStatus, Rule};
 use csmd::model::itsm::{Change, ChangeState, Incident, IncidentState, ItsmRecord};
 use csmd::notify::templates::{Branding, Templates};
 use csmd::report::compute::{self, BreachKind, MonthFigures};
 use csmd::report::period::Month;
 use csmd::report::{ReportError, Reporter};
 use csmd::store::Store;
+use csmd::store::outbox::StateChange;
 use serde_json::json;
 
 fn at(text: &str) -> DateTime<Utc> {
@@ -692,6 +694,86 @@ fn the_report_text_states_the_figures_the_rule_and_every_section() {
     assert_eq!(field(&rows[6], "resolution_minutes"), "121");
 }
 
+/// An integrity issue of `customer` with `status`, stored as the
+/// reconciler stores it.
+fn integrity_issue(rule: Rule, subject: &str, customer: &str, status: IssueStatus) -> StateChange {
+    let first_seen = at("2026-11-03T23:30:00Z");
+    let issue = IntegrityIssue {
+        key: format!("{rule}/{subject}"),
+        rule,
+        subject: subject.into(),
+        customer: Some(customer.parse().unwrap()),
+        status,
+        evidence: Default::default(),
+        first_seen,
+        last_seen: first_seen,
+        opened_at: (status != IssueStatus::Pending).then_some(first_seen),
+        resolved_at: None,
+        ticket: None,
+        occurrences: 1,
+    };
+    StateChange::Put {
+        name: issue.key.clone(),
+        value: serde_json::to_vec(&issue).unwrap(),
+    }
+}
+
+#[test]
+fn the_customers_open_data_integrity_issues_are_listed_and_no_others() {
+    let fixture = Fixture::new("[]", november());
+    fixture
+        .store
+        .commit_integrity(
+            &[
+                integrity_issue(
+                    Rule::CiNotBilled,
+                    "rtr-par-01",
+                    "acme",
+                    IssueStatus::Ticketed,
+                ),
+                integrity_issue(Rule::ContactMissing, "acme", "acme", IssueStatus::Open),
+                // Not raised yet, no longer true, or another customer's.
+                integrity_issue(Rule::CiNotBilled, "fw-par-02", "acme", IssueStatus::Pending),
+                integrity_issue(
+                    Rule::BilledAfterDecommission,
+                    "sw-old",
+                    "acme",
+                    IssueStatus::Resolved,
+                ),
+                integrity_issue(Rule::CiNotBilled, "rtr-ber-01", "globex", IssueStatus::Open),
+            ],
+            &[],
+            at("2026-11-04T00:00:00Z"),
+        )
+        .unwrap();
+    let preview = fixture
+        .reporter()
+        .preview(
+            &fixture.store,
+            "acme",
+            month("2026-11"),
+            at("2026-12-01T06:00:00Z"),
+        )
+        .unwrap();
+    let text = &preview.text;
+    // Raised at 23:30 UTC on the 3rd: the 4th in Paris.
+    for line in [
+        "Contact missing: acme (a customer without a required contact), open since 2026-11-04",
+        "Not billed: rtr-par-01 (in use in the install base but not billed), open since 2026-11-04",
+    ] {
+        assert!(text.contains(line), "the text lacks {line:?}:\n{text}");
+    }
+    for other in [
+        "fw-par-02",
+        "sw-old",
+        "rtr-ber-01",
+        "No open data-integrity issues.",
+    ] {
+        assert!(!text.contains(other), "the text has {other:?}:\n{text}");
+    }
+    assert!(preview.html.contains("open since 2026-11-04"));
+}
+
 #[test]
 fn subscriptions_decide_the_content() {
     let now = at("2026-12-01T06:00:00Z");
@@ -706,7 +788,7 @@ fn subscriptions_decide_the_content() {
         .remove(&customer.id)
         .unwrap();
     let report = reporter
-        .report(&fixture.store, customer, month("2026-11"), &data, now, true)
+        .report(customer, month("2026-11"), &data, now, true)
         .unwrap();
     let inline: Vec<_> = report
         .attachments
@@ -1097,6 +1179,18 @@ async fn a_sent_report_reaches_a_real_smtp_server_with_its_charts_inline_and_the
         app.api.admin_get("/api/v1/outbox?status=sent").await.json["counts"]["sent"] == 4
     })
     .await;
+    // A message shown through the API describes its files, not their
+    // bytes.
+    let sent = app.api.admin_get("/api/v1/outbox?status=sent").await;
+    let id = sent.json["messages"][0]["id"].as_str().unwrap().to_string();
+    let shown = app.api.admin_get(&format!("/api/v1/outbox/{id}")).await;
+    let files = shown.json["attachments"].as_array().unwrap();
+    let csv = files
+        .iter()
+        .find(|f| f["content_type"] == "text/csv; charset=utf-8")
+        .unwrap_or_else(|| panic!("no CSV in {files:?}"));
+    assert!(csv["bytes"].as_u64().unwrap() > 0, "{csv}");
+    assert!(files.iter().all(|f| f.get("data").is_none()), "{files:?}");
     app.stop().await;
 }
 

@@ -89,6 +89,44 @@ impl Integrity {
     pub fn rule(&self, rule: Rule) -> RuleSection {
         self.rules.get(&rule).cloned().unwrap_or_default()
     }
+
+    /// The rules that are on, with their grace periods, and where tickets
+    /// go, for the check-config summary.
+    pub fn describe(&self) -> String {
+        let on: Vec<(Rule, RuleSection)> = Rule::ALL
+            .iter()
+            .map(|&rule| (rule, self.rule(rule)))
+            .filter(|(_, section)| section.enabled)
+            .collect();
+        let tickets = match &self.writeback {
+            Some(connector) => format!("one ticket per issue through {connector}"),
+            None => "no tickets (no [integrity] writeback)".to_string(),
+        };
+        let graceless = on.iter().all(|(_, section)| section.grace.0.is_zero());
+        let rules = if on.is_empty() {
+            "every rule off".to_string()
+        } else if on.len() == Rule::ALL.len() && graceless {
+            format!("all {} rules on", on.len())
+        } else {
+            let named: Vec<String> = on
+                .iter()
+                .map(|(rule, section)| {
+                    if section.grace.0.is_zero() {
+                        rule.to_string()
+                    } else {
+                        format!("{rule} (grace {})", section.grace)
+                    }
+                })
+                .collect();
+            format!(
+                "{} of {} rules on: {}",
+                on.len(),
+                Rule::ALL.len(),
+                named.join(", ")
+            )
+        };
+        format!("{rules}; {tickets}")
+    }
 }
 
 /// `[sip]`, checked.
@@ -835,6 +873,7 @@ impl Config {
                 )
             }
         );
+        let _ = writeln!(out, "  integrity     {}", self.integrity.describe());
         let _ = writeln!(out, "  connectors    {}", self.connectors.len());
         for c in &self.connectors {
             let webhook = c

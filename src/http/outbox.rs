@@ -89,7 +89,23 @@ async fn show(
         .store
         .outbox_message(&id)?
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no message {id:?}")))?;
-    Ok(Json(json!(message)))
+    // The files are described, not dumped: a report's charts would be
+    // hundreds of kilobytes of base64 in a terminal.
+    let attachments: Vec<Value> = message
+        .attachments
+        .iter()
+        .map(|a| {
+            json!({
+                "filename": a.filename,
+                "content_type": a.content_type,
+                "content_id": a.content_id,
+                "bytes": a.data.len(),
+            })
+        })
+        .collect();
+    let mut shown = json!(message);
+    shown["attachments"] = json!(attachments);
+    Ok(Json(shown))
 }
 
 async fn retry(

@@ -59,6 +59,19 @@ impl Rule {
         }
     }
 
+    /// Its name for people, e.g. in a customer's monthly report.
+    pub fn title(self) -> &'static str {
+        match self {
+            Rule::CiNotBilled => "Not billed",
+            Rule::BilledNotInInstallBase => "Billed, not in the install base",
+            Rule::BilledAfterDecommission => "Billed after decommissioning",
+            Rule::CustomerMismatch => "Customer differs between systems",
+            Rule::MonitoredUnknownCi => "Monitored, unknown to the CMDB",
+            Rule::BillableChangeNotBilled => "Billable change not charged",
+            Rule::ContactMissing => "Contact missing",
+        }
+    }
+
     /// What the rule checks, for tickets and `csmd integrity list`.
     pub fn describe(self) -> &'static str {
         match self {

@@ -1,9 +1,9 @@
 //! Reads what reports are computed from, for many customers at once: one
-//! pass over each tree (incidents, changes, SIP actions, the install base,
-//! and alerts when a contract counts monitoring outages), each record
-//! handed to the customers it belongs to (`Impact::owners` for incidents,
-//! the changes' CIs for changes). Records outside the months asked for are
-//! dropped as they are read.
+//! pass over each tree (incidents, changes, SIP actions, data-integrity
+//! issues, the install base, and alerts when a contract counts monitoring
+//! outages), each record handed to the customers it belongs to
+//! (`Impact::owners` for incidents, the changes' CIs for changes). Records
+//! outside the months asked for are dropped as they are read.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -149,6 +149,15 @@ pub fn collect(
     for action in store.sip_actions()? {
         if let Some(entry) = data.get_mut(&action.customer) {
             entry.sip.push(action);
+        }
+    }
+
+    for issue in store.integrity_issues()? {
+        if !issue.status.is_open() {
+            continue;
+        }
+        if let Some(entry) = issue.customer.as_ref().and_then(|c| data.get_mut(c)) {
+            entry.integrity.push(issue);
         }
     }
 

@@ -31,6 +31,7 @@ use chrono_tz::Tz;
 
 use super::period::Month;
 use crate::config::customer::{Contract, Priority};
+use crate::model::integrity::IntegrityIssue;
 use crate::model::itsm::{Change, ChangeState, Incident, IncidentState, close_outcome};
 use crate::model::sip::{SipAction, SipStatus};
 
@@ -70,6 +71,8 @@ pub struct CustomerData {
     pub sip: Vec<SipAction>,
     /// Only filled when the contract counts monitoring outages.
     pub monitored: Vec<MonitoredOutage>,
+    /// Its data-integrity issues open now (open or ticketed).
+    pub integrity: Vec<IntegrityIssue>,
 }
 
 /// How many were measured and how many of those met the target.

@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::Customer;
 use crate::config::customer::{ContactRole, Subscription};
 use crate::model::CustomerId;
+use crate::model::integrity::IntegrityIssue;
 use crate::model::outbox::{Attachment, Draft, MessageKind, OutboxMessage};
 use crate::notify::templates::{Rendered, TemplateError, Templates};
 use crate::store::outbox::StateChange;
@@ -82,25 +83,35 @@ pub enum ReportError {
 /// One open data-integrity issue of the customer, as the report lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct IntegrityLine {
-    /// What disagrees, e.g. `CI not billed`.
+    /// What disagrees, e.g. `Not billed`.
     pub kind: String,
     /// The CI, service or change it is about.
     pub subject: String,
+    /// What the rule found, in words.
     pub detail: Option<String>,
-    /// RFC 3339: when csmd found it.
+    /// The day csmd raised it, in the customer's time zone (`YYYY-MM-DD`).
     pub since: Option<String>,
-    /// The ITSM ticket tracking it.
-    pub ticket: Option<String>,
 }
 
-/// The customer's open data-integrity issues.
-pub fn integrity_lines(
-    _store: &Store,
-    _customer: &CustomerId,
-) -> Result<Vec<IntegrityLine>, StoreError> {
-    // TODO(issue 6): read the customer's open integrity issues from the
-    // store once reconciliation keeps them.
-    Ok(Vec::new())
+/// The customer's open data-integrity issues, oldest first.
+fn integrity_lines(issues: &[IntegrityIssue], tz: Tz) -> Vec<IntegrityLine> {
+    let since = |issue: &IntegrityIssue| issue.opened_at.unwrap_or(issue.first_seen);
+    let mut issues: Vec<&IntegrityIssue> = issues.iter().collect();
+    issues.sort_by(|a, b| since(a).cmp(&since(b)).then_with(|| a.key.cmp(&b.key)));
+    issues
+        .into_iter()
+        .map(|issue| IntegrityLine {
+            kind: issue.rule.title().to_string(),
+            subject: issue.subject.clone(),
+            detail: Some(issue.rule.describe().to_string()),
+            since: Some(
+                since(issue)
+                    .with_timezone(&tz)
+                    .format("%Y-%m-%d")
+                    .to_string(),
+            ),
+        })
+        .collect()
 }
 
 /// What was queued for one customer and month: the report's state.
@@ -225,7 +236,6 @@ impl Reporter<'_> {
     /// referenced by Content-ID (`inline`) or as `data:` URIs (a preview).
     pub fn report(
         &self,
-        store: &Store,
         customer: &Customer,
         month: Month,
         data: &CustomerData,
@@ -244,7 +254,7 @@ impl Reporter<'_> {
         };
         let changes = compute::change_figures(data, month, tz);
         let sip = compute::sip_figures(data, month, tz);
-        let integrity = integrity_lines(store, &customer.id)?;
+        let integrity = integrity_lines(&data.integrity, tz);
         let domain = self.from.email.domain();
         let mut attachments = Vec::new();
         let charts: Vec<Chart> = if history > 0 {
@@ -426,7 +436,7 @@ impl Reporter<'_> {
         let customer = self.customer(customer)?;
         let mut data = self.gather(store, &[(customer, month)])?;
         let data = data.remove(&customer.id).unwrap_or_default();
-        let report = self.report(store, customer, month, &data, now, false)?;
+        let report = self.report(customer, month, &data, now, false)?;
         let rendered = self.render(&report, None)?;
         let b64 = &base64::engine::general_purpose::STANDARD;
         let csv = report
@@ -489,7 +499,7 @@ impl Reporter<'_> {
         };
         let mut data = self.gather(store, &[(customer, month)])?;
         let data = data.remove(&customer.id).unwrap_or_default();
-        let report = self.report(store, customer, month, &data, now, true)?;
+        let report = self.report(customer, month, &data, now, true)?;
         let (state, messages) = self.messages(customer, &report, revision, now)?;
         let queued = store.queue_messages(vec![state], messages)?;
         tracing::info!(

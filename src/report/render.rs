@@ -763,11 +763,10 @@ pub fn sample_views() -> Vec<ReportView> {
             open_at_end: 1,
         },
         integrity: vec![IntegrityLine {
-            kind: "unbilled CI".into(),
+            kind: "Not billed".into(),
             subject: "sample-ci".into(),
-            detail: Some("in the install base, not billed".into()),
-            since: Some("2026-01-02T00:00:00Z".into()),
-            ticket: Some("INC0000002".into()),
+            detail: Some("in use in the install base but not billed".into()),
+            since: Some("2026-01-02".into()),
         }],
         trending: Some(TrendView {
             months: vec![TrendMonth {

@@ -143,7 +143,7 @@ impl Reporter<'_> {
         let data = self.gather(store, &wanted)?;
         let mut total = 0;
         for group in due.chunks(GROUP) {
-            let made = self.build(store, group, &data, now);
+            let made = self.build(group, &data, now);
             let mut states = Vec::new();
             let mut messages = Vec::new();
             for (d, made) in group.iter().zip(made) {
@@ -183,7 +183,6 @@ impl Reporter<'_> {
     /// with them), made on every core; in the group's order.
     pub fn build(
         &self,
-        store: &Store,
         group: &[Due<'_>],
         data: &HashMap<crate::model::CustomerId, CustomerData>,
         now: DateTime<Utc>,
@@ -191,7 +190,7 @@ impl Reporter<'_> {
         let empty = CustomerData::default();
         self.in_parallel(group, |d| {
             let data = data.get(&d.customer.id).unwrap_or(&empty);
-            let report = self.report(store, d.customer, d.month, data, now, true)?;
+            let report = self.report(d.customer, d.month, data, now, true)?;
             self.messages(d.customer, &report, 0, now)
         })
     }
