@@ -17,7 +17,7 @@ use csmd::model::itsm::{Change, ChangeState, Incident, IncidentState, ItsmRecord
 use csmd::notify::templates::{Branding, Templates};
 use csmd::report::compute::{self, BreachKind, MonthFigures};
 use csmd::report::period::Month;
-use csmd::report::{ReportError, Reporter};
+use csmd::report::{Preview, ReportError, Reporter};
 use csmd::store::Store;
 use csmd::store::outbox::StateChange;
 use serde_json::json;
@@ -400,6 +400,18 @@ impl Fixture {
         }
     }
 
+    /// ACME's report of November 2026, as previewed on 1 December.
+    fn acme_november_preview(&self) -> Preview {
+        self.reporter()
+            .preview(
+                &self.store,
+                "acme",
+                month("2026-11"),
+                at("2026-12-01T06:00:00Z"),
+            )
+            .unwrap()
+    }
+
     fn figures(&self, customer: &str, m: Month) -> MonthFigures {
         let reporter = self.reporter();
         let customer = reporter.customer(customer).expect("a customer");
@@ -625,15 +637,7 @@ fn a_month_with_a_daylight_saving_change_has_its_real_minutes() {
 fn the_report_text_states_the_figures_the_rule_and_every_section() {
     let fixture = Fixture::new("[]", november());
     sip_actions(&fixture.store);
-    let preview = fixture
-        .reporter()
-        .preview(
-            &fixture.store,
-            "acme",
-            month("2026-11"),
-            at("2026-12-01T06:00:00Z"),
-        )
-        .unwrap();
+    let preview = fixture.acme_november_preview();
     let text = &preview.text;
     assert_eq!(
         preview.subject,
@@ -746,15 +750,7 @@ fn the_customers_open_data_integrity_issues_are_listed_and_no_others() {
             at("2026-11-04T00:00:00Z"),
         )
         .unwrap();
-    let preview = fixture
-        .reporter()
-        .preview(
-            &fixture.store,
-            "acme",
-            month("2026-11"),
-            at("2026-12-01T06:00:00Z"),
-        )
-        .unwrap();
+    let preview = fixture.acme_november_preview();
     let text = &preview.text;
     // Raised at 23:30 UTC on the 3rd: the 4th in Paris.
     for line in [
