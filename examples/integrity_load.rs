@@ -8,7 +8,12 @@
 //! - a full reconciliation (every rule over everything), checked against
 //!   the disagreements planted;
 //! - incremental reconciliations after one record changed: one
-//!   subscription cancelled (an issue raised), then restored (resolved).
+//!   subscription cancelled (an issue raised), then restored (resolved);
+//! - twice, the scheduled full reconciliation, which evaluates every rule
+//!   over the index the daemon kept instead of building it from the store.
+//!
+//! `--fill-only DIR` fills a store and keeps it, to measure copies of it
+//! with `--measure DIR` (a run changes the store).
 //!
 //! ```text
 //! cargo run --release --example integrity_load
@@ -52,6 +57,10 @@ struct Args {
     /// Internal: measure the store in this directory.
     #[arg(long, hide = true)]
     measure: Option<PathBuf>,
+    /// Only fill a store in this (new) directory and keep it, to measure
+    /// it later with `--measure` (on a copy: a run changes the store).
+    #[arg(long)]
+    fill_only: Option<PathBuf>,
 }
 
 fn now() -> DateTime<Utc> {
@@ -60,9 +69,10 @@ fn now() -> DateTime<Utc> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let result = match &args.measure {
-        Some(dir) => measure(dir, &args),
-        None => prepare_and_measure(&args),
+    let result = match (&args.measure, &args.fill_only) {
+        (Some(dir), _) => measure(dir, &args),
+        (None, Some(dir)) => fill(dir, &args).map(|()| true),
+        (None, None) => prepare_and_measure(&args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -290,8 +300,26 @@ fn measure(dir: &Path, args: &Args) -> anyhow::Result<bool> {
         );
     }
 
+    // The scheduled full run: every rule over the index the daemon kept
+    // (and followed the journal with), not rebuilt from the store.
+    let mut warm = Vec::new();
+    for _ in 0..2 {
+        let started = Instant::now();
+        let done = reconciler.review(&store, &config, now() + chrono::Duration::minutes(3))?;
+        warm.push(started.elapsed());
+        if done.findings != expected || done.raised + done.resolved > 0 {
+            bail!(
+                "the scheduled full run found {} issues (raised {}, resolved {}), expected {expected} and no change",
+                done.findings,
+                done.raised,
+                done.resolved
+            );
+        }
+    }
+    let rss_end = peak_rss_mb()?;
+
     println!(
-        "full reconciliation: {:.2} s for {} CIs, {} install-base items, {} subscriptions, {} monitored hosts; {} findings",
+        "full reconciliation from a cold store (index built from the store): {:.2} s for {} CIs, {} install-base items, {} subscriptions, {} monitored hosts; {} findings",
         full.as_secs_f64(),
         args.items,
         args.items,
@@ -299,7 +327,9 @@ fn measure(dir: &Path, args: &Args) -> anyhow::Result<bool> {
         args.monitored,
         done.findings
     );
-    println!("peak RSS: {rss:.0} MB (after opening the store: {rss_open:.0} MB)");
+    println!(
+        "peak RSS: {rss:.0} MB after the cold full run, {rss_end:.0} MB at the end (after opening the store: {rss_open:.0} MB)"
+    );
     for (took, done) in &incremental {
         println!(
             "incremental after one record: {:.2} ms (raised {}, resolved {})",
@@ -308,17 +338,27 @@ fn measure(dir: &Path, args: &Args) -> anyhow::Result<bool> {
             done.resolved
         );
     }
+    for took in &warm {
+        println!(
+            "scheduled full reconciliation over the kept index: {:.2} s",
+            took.as_secs_f64()
+        );
+    }
     let worst = incremental
         .iter()
         .map(|(t, _)| *t)
         .max()
         .unwrap_or_default();
-    let met = full <= TARGET_FULL && rss <= TARGET_RSS_MB && worst <= TARGET_INCREMENTAL;
+    let worst_warm = warm.iter().max().copied().unwrap_or_default();
+    let verdict = |met: bool| if met { "met" } else { "MISSED" };
     println!(
-        "targets: full ≤ {} s, peak RSS ≤ {TARGET_RSS_MB:.0} MB, incremental ≤ {} ms: {}",
+        "targets: full from a cold store ≤ {} s: {}; scheduled full run ≤ {0} s: {}; peak RSS ≤ {TARGET_RSS_MB:.0} MB: {}; incremental ≤ {} ms: {}",
         TARGET_FULL.as_secs(),
+        verdict(full <= TARGET_FULL),
+        verdict(worst_warm <= TARGET_FULL),
+        verdict(rss_end <= TARGET_RSS_MB),
         TARGET_INCREMENTAL.as_millis(),
-        if met { "met" } else { "MISSED" }
+        verdict(worst <= TARGET_INCREMENTAL),
     );
     Ok(true)
 }

@@ -10,6 +10,10 @@ use crate::model::integrity::IntegrityIssue;
 
 pub(super) const TREE: &str = "integrity";
 
+/// Where the alerts themselves are in the `alerts` tree (see
+/// [`super::alerts`]).
+const ALERT_PREFIX: &[u8] = b"a/";
+
 impl Store {
     fn decode_issue(key: &[u8], bytes: &[u8]) -> Result<IntegrityIssue, StoreError> {
         serde_json::from_slice(bytes).map_err(|source| StoreError::Decode {
@@ -39,6 +43,23 @@ impl Store {
             .transpose()
     }
 
+    /// Calls `each` with every stored alert as stored (its key and JSON
+    /// bytes), in the order of [`Store::alerts`]: for the data-integrity
+    /// index, which reads two fields of each.
+    pub fn alerts_scan_raw<E: From<StoreError>>(
+        &self,
+        mut each: impl FnMut(&[u8], &[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        // The alerts' own key prefix in the `alerts` tree (the firing
+        // index's keys are under "f/"); a test checks this reads what
+        // `Store::alerts` reads.
+        for item in self.alerts.scan_prefix(ALERT_PREFIX) {
+            let (key, bytes) = item.map_err(StoreError::from)?;
+            each(&key, &bytes)?;
+        }
+        Ok(())
+    }
+
     /// Stores issues (named by key) and queues their ticket writes in one
     /// transaction; says how many writes were queued.
     pub fn commit_integrity(
@@ -48,5 +69,50 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<usize, StoreError> {
         self.commit_with_writes(TREE, issues, writes, now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone as _;
+
+    use super::*;
+    use crate::model::{AlertEvent, AlertStatus, ConnectorName};
+
+    #[test]
+    fn the_raw_alert_scan_reads_every_alert_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let connector: ConnectorName = "monitoring".parse().unwrap();
+        let at = Utc.timestamp_opt(1_790_000_000, 0).unwrap();
+        let events: Vec<AlertEvent> = (0..3)
+            .map(|n| AlertEvent {
+                source_id: format!("fp-{n}"),
+                status: if n == 1 {
+                    AlertStatus::Resolved
+                } else {
+                    AlertStatus::Firing
+                },
+                service: None,
+                ci: Some(format!("host-{n}")),
+                customer: None,
+                severity: None,
+                summary: "down".into(),
+                starts_at: None,
+                ends_at: None,
+            })
+            .collect();
+        store
+            .apply_alerts(events.iter().map(|e| (&connector, at, e)))
+            .unwrap();
+        let mut raw = Vec::new();
+        store
+            .alerts_scan_raw(|_, bytes| {
+                raw.push(serde_json::from_slice::<crate::model::alert::AlertState>(bytes).unwrap());
+                Ok::<_, StoreError>(())
+            })
+            .unwrap();
+        assert_eq!(raw, store.alerts(None, None).unwrap());
+        assert!(!raw.is_empty());
     }
 }

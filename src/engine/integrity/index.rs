@@ -3,24 +3,36 @@
 //! subscriptions and the CMDB record naming it and whether monitoring
 //! alerted on it; plus the billable changes and the changes charged.
 //!
-//! Built once by streaming every tree (records are decoded one at a time
-//! and only what the rules need is kept), then kept up to date record by
-//! record, so an incremental reconciliation touches only what changed.
+//! Built once by streaming every tree ([`build`]), then kept up to date
+//! record by record, so an incremental reconciliation touches only what
+//! changed.
+//!
+//! It is meant to hold a million CIs in a few hundred megabytes: each
+//! name is kept once and things are numbered ([`ThingId`]); record ids
+//! are shared between a thing and the map that finds where a record was
+//! placed; account ids, products and connectors are interned. A thing
+//! nothing names any more keeps its number (and its name) until the next
+//! rebuild, but is empty, and empty things find nothing.
+
+pub mod build;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use crate::config::Customer;
+use super::lite;
+use crate::model::CustomerId;
 use crate::model::alert::AlertState;
-use crate::model::itsm::{ChangeState, ItsmRecord, Subscription};
-use crate::model::{CustomerId, itsm};
-use crate::store::{Store, StoreError};
+use crate::model::itsm::{self, ChangeState, ItsmRecord};
+
+/// A CI or service's number in the index.
+pub type ThingId = u32;
 
 /// One install-base item.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Item {
-    pub id: Box<str>,
+    pub id: Arc<str>,
     /// The ITSM account (sys_id), or the customer of a customer file's
     /// entry.
     pub owner: Owner,
@@ -31,18 +43,18 @@ pub struct Item {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Owner {
     /// An account id of the ITSM or billing, as the record names it.
-    Account(Box<str>),
+    Account(Arc<str>),
     /// A customer file's own install base.
-    Customer(CustomerId),
+    Customer(Arc<CustomerId>),
     Nobody,
 }
 
 /// One subscription, with what decides whether it bills now.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sub {
-    pub id: Box<str>,
+    pub id: Arc<str>,
     pub owner: Owner,
-    pub product: Option<Box<str>>,
+    pub product: Option<Arc<str>>,
     status_active: bool,
     start: Option<DateTime<Utc>>,
     end: Option<DateTime<Utc>>,
@@ -56,27 +68,31 @@ impl Sub {
     }
 }
 
-/// The CMDB's record of a CI.
-#[derive(Debug, Clone, PartialEq)]
+/// The CMDB's record of a CI: what the rules read of it.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CmdbCi {
-    pub id: Box<str>,
     pub retired: bool,
-    pub account: Option<Box<str>>,
 }
 
 /// Everything known about one CI or service.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Thing {
-    /// The name as first seen (the key is lower-cased).
-    pub name: Box<str>,
+    /// The name as first seen (the key is lower-cased); `None` while
+    /// nothing names it.
+    name: Option<Arc<str>>,
     pub items: Vec<Item>,
     pub subscriptions: Vec<Sub>,
     pub ci: Option<CmdbCi>,
     /// The monitoring connector that alerted on it, if one did.
-    pub monitored: Option<Box<str>>,
+    pub monitored: Option<Arc<str>>,
 }
 
 impl Thing {
+    /// The name as first seen.
+    pub fn name(&self) -> &str {
+        self.name.as_deref().unwrap_or_default()
+    }
+
     fn is_empty(&self) -> bool {
         self.items.is_empty()
             && self.subscriptions.is_empty()
@@ -89,24 +105,63 @@ impl Thing {
 #[derive(Debug, Clone, PartialEq)]
 pub struct BillableChange {
     pub closed_at: Option<DateTime<Utc>>,
-    /// Its main CI's name, to find the customer.
-    pub ci: Option<Box<str>>,
+    /// Its main CI, to find the customer.
+    pub ci: Option<ThingId>,
 }
 
-/// Where a record went in the index, to take it out when it changes.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum Placed {
-    Item(Box<str>),
-    Sub(Box<str>),
+/// The things an item or a subscription was placed under: the CI and the
+/// service it names (possibly the same).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Placement {
+    One(ThingId),
+    Two(ThingId, ThingId),
 }
+
+impl Placement {
+    fn of(ids: impl IntoIterator<Item = ThingId>) -> Option<Placement> {
+        let mut ids = ids.into_iter();
+        let first = ids.next()?;
+        Some(match ids.next() {
+            Some(second) => Placement::Two(first, second),
+            None => Placement::One(first),
+        })
+    }
+
+    fn ids(self) -> impl Iterator<Item = ThingId> {
+        let (first, second) = match self {
+            Placement::One(a) => (a, None),
+            Placement::Two(a, b) => (a, Some(b)),
+        };
+        std::iter::once(first).chain(second)
+    }
+}
+
+/// Which kind of record was placed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Item,
+    Sub,
+}
+
+/// The index's hasher: its maps hold a million names and ids each, and
+/// SipHash was a tenth of the time of building them. foldhash is fast and
+/// still seeded per process; the keys come from the systems csmd reads.
+type Fast = foldhash::fast::RandomState;
 
 #[derive(Default)]
 pub struct Index {
-    things: HashMap<Box<str>, Thing>,
-    /// Record id → the things it was placed under.
-    placed: HashMap<Placed, Vec<Box<str>>>,
-    /// CMDB sys_id → lower-cased name.
-    ci_names: HashMap<Box<str>, Box<str>>,
+    things: Vec<Thing>,
+    /// Each thing's key (its lower-cased name), by number.
+    keys: Vec<Arc<str>>,
+    by_key: HashMap<Arc<str>, ThingId, Fast>,
+    /// Install-base item id → the things it was placed under.
+    placed_items: HashMap<Arc<str>, Placement, Fast>,
+    /// Subscription id → the things it was placed under.
+    placed_subs: HashMap<Arc<str>, Placement, Fast>,
+    /// CMDB sys_id → the CI.
+    ci_names: HashMap<Box<str>, ThingId, Fast>,
+    /// Account ids, products and connectors, each kept once.
+    interned: HashSet<Arc<str>, Fast>,
     /// ITSM account sys_id → customer.
     itsm_accounts: HashMap<Box<str>, CustomerId>,
     /// Billing account id → customer.
@@ -119,6 +174,8 @@ pub struct Index {
     pub has_install_base: bool,
     pub has_billing: bool,
     pub has_cmdb: bool,
+    /// An update left the index other than a rebuild would make it.
+    stale: bool,
 }
 
 /// The index key of a name.
@@ -126,225 +183,245 @@ pub fn thing_key(name: &str) -> Box<str> {
     name.trim().to_lowercase().into_boxed_str()
 }
 
+/// Pushes onto one of a thing's lists, which mostly hold one element: a
+/// first push would make room for four (a million times over).
+fn push<T>(list: &mut Vec<T>, value: T) {
+    if list.capacity() == 0 {
+        list.reserve_exact(1);
+    }
+    list.push(value);
+}
+
+/// `value`, kept once in `set`.
+fn intern(set: &mut HashSet<Arc<str>, Fast>, value: &str) -> Arc<str> {
+    if let Some(known) = set.get(value) {
+        return known.clone();
+    }
+    let value: Arc<str> = value.into();
+    set.insert(value.clone());
+    value
+}
+
+/// Whether `name` is its own key: the common case, which needs no copy.
+fn is_key(name: &str) -> bool {
+    name.bytes()
+        .all(|b| b.is_ascii() && !b.is_ascii_uppercase())
+        && name.trim().len() == name.len()
+}
+
 impl Index {
-    /// Reads every tree the rules compare. The customers' files give their
-    /// own install base and map account numbers to customers.
-    pub fn build(store: &Store, customers: &[Customer]) -> Result<Index, StoreError> {
-        let mut index = Index::default();
-        // CIs first: install-base items name them by sys_id.
-        for record in store.itsm_scan("cis")? {
-            if let ItsmRecord::Ci(ci) = record? {
-                index.put_ci(ci);
-            }
-        }
-        for record in store.itsm_scan("accounts")? {
-            if let ItsmRecord::Account(account) = record? {
-                index.put_account(&account, customers);
-            }
-        }
-        for record in store.itsm_scan("billing_accounts")? {
-            if let ItsmRecord::BillingAccount(account) = record? {
-                index.put_billing_account(&account, customers);
-            }
-        }
-        for customer in customers {
-            if let Some(itsm) = &customer.itsm_account {
-                index
-                    .itsm_accounts
-                    .insert(itsm.as_str().into(), customer.id.clone());
-            }
-            if let Some(billing) = &customer.billing_account {
-                index
-                    .billing_accounts
-                    .insert(billing.as_str().into(), customer.id.clone());
-            }
-            for (n, entry) in customer.install_base.iter().enumerate() {
-                let id: Box<str> = format!("{}#{n}", customer.id).into();
-                let names = entry.ci.iter().chain(&entry.service);
-                let item = Item {
-                    id: id.clone(),
-                    owner: Owner::Customer(customer.id.clone()),
-                    in_use: true,
-                };
-                let keys: Vec<Box<str>> = names.map(|n| index.name_of(n)).collect();
-                index.place(Placed::Item(id), keys, |thing, _| {
-                    thing.items.push(item.clone())
-                });
-            }
-        }
-        for record in store.itsm_scan("install_base")? {
-            if let ItsmRecord::InstallBaseItem(item) = record? {
-                index.put_item(item);
-            }
-        }
-        for record in store.itsm_scan("subscriptions")? {
-            if let ItsmRecord::Subscription(sub) = record? {
-                index.put_subscription(sub);
-            }
-        }
-        for record in store.itsm_scan("changes")? {
-            if let ItsmRecord::Change(change) = record? {
-                index.put_change(&change);
-            }
-        }
-        for record in store.itsm_scan("charges")? {
-            if let ItsmRecord::Charge(charge) = record? {
-                index.put_charge(&charge);
-            }
-        }
-        for alert in store.alerts(None, None)? {
-            index.put_alert(&alert);
-        }
-        Ok(index)
+    /// Whether an update left the index other than building it from the
+    /// store again would: a CI renamed, or a CI arriving after records
+    /// that named it by sys_id (they stay under the sys_id until they
+    /// change), or a second monitoring connector alerting on a thing (a
+    /// rebuild keeps the last in store order). Incremental runs live with
+    /// it; the scheduled full run rebuilds.
+    pub fn needs_rebuild(&self) -> bool {
+        self.stale
     }
 
     pub fn thing(&self, key: &str) -> Option<&Thing> {
-        self.things.get(key)
+        self.by_key
+            .get(key)
+            .and_then(|id| self.things.get(*id as usize))
     }
 
-    pub fn things(&self) -> impl Iterator<Item = (&Box<str>, &Thing)> {
-        self.things.iter()
+    /// Whether `connector` is already known to alert on the CI `ci`: an
+    /// alert there changes nothing the rules read.
+    pub fn monitors(&self, connector: &str, ci: &str) -> bool {
+        let key = thing_key(ci);
+        self.thing(&key)
+            .and_then(|t| t.monitored.as_deref())
+            .is_some_and(|known| known == connector)
+    }
+
+    pub fn thing_by_id(&self, id: ThingId) -> Option<&Thing> {
+        self.things.get(id as usize)
+    }
+
+    /// Every CI or service something names, with its key.
+    pub fn things(&self) -> impl Iterator<Item = (&str, &Thing)> {
+        self.keys
+            .iter()
+            .zip(&self.things)
+            .filter(|(_, thing)| !thing.is_empty())
+            .map(|(key, thing)| (&**key, thing))
     }
 
     /// The customer an account id belongs to, in the ITSM or in billing.
     pub fn customer_of<'a>(&'a self, owner: &'a Owner, billing: bool) -> Option<&'a CustomerId> {
         match owner {
-            Owner::Customer(c) => Some(c),
-            Owner::Account(a) if billing => self.billing_accounts.get(a),
-            Owner::Account(a) => self.itsm_accounts.get(a),
+            Owner::Customer(c) => Some(&**c),
+            Owner::Account(a) if billing => self.billing_accounts.get(&**a),
+            Owner::Account(a) => self.itsm_accounts.get(&**a),
             Owner::Nobody => None,
         }
     }
 
-    /// A CI or service as the index names it: a CMDB sys_id becomes the
-    /// CI's name.
-    fn name_of(&self, ci: &str) -> Box<str> {
-        self.ci_names
-            .get(ci)
-            .cloned()
-            .unwrap_or_else(|| thing_key(ci))
+    fn intern(&mut self, value: &str) -> Arc<str> {
+        intern(&mut self.interned, value)
     }
 
-    /// Takes `record` out of wherever it was, then puts it under `keys`.
-    fn place(&mut self, record: Placed, keys: Vec<Box<str>>, put: impl Fn(&mut Thing, &str)) {
-        self.unplace(&record);
-        for key in &keys {
-            let thing = self.things.entry(key.clone()).or_default();
-            if thing.name.is_empty() {
-                thing.name = key.clone();
-            }
-            put(thing, key);
-        }
-        if !keys.is_empty() {
-            self.placed.insert(record, keys);
-        }
+    fn owner(&mut self, account: Option<&str>) -> Owner {
+        account.map_or(Owner::Nobody, |a| Owner::Account(self.intern(a)))
     }
 
-    fn unplace(&mut self, record: &Placed) -> Vec<Box<str>> {
-        let Some(keys) = self.placed.remove(record) else {
-            return Vec::new();
+    /// The thing a name names (numbered now if it is new).
+    fn key_id(&mut self, name: &str) -> ThingId {
+        let owned;
+        let key = if is_key(name) {
+            name
+        } else {
+            owned = thing_key(name);
+            &owned
         };
-        for key in &keys {
-            if let Some(thing) = self.things.get_mut(key) {
-                match record {
-                    Placed::Item(id) => thing.items.retain(|i| i.id != *id),
-                    Placed::Sub(id) => thing.subscriptions.retain(|s| s.id != *id),
+        if let Some(id) = self.by_key.get(key) {
+            return *id;
+        }
+        let id = ThingId::try_from(self.things.len()).unwrap_or(ThingId::MAX);
+        let key: Arc<str> = key.into();
+        self.things.push(Thing::default());
+        self.keys.push(key.clone());
+        self.by_key.insert(key, id);
+        id
+    }
+
+    /// A CI or service as the index names it: a CMDB sys_id is the CI's
+    /// name.
+    fn name_of(&mut self, ci: &str) -> ThingId {
+        match self.ci_names.get(ci) {
+            Some(id) => *id,
+            None => self.key_id(ci),
+        }
+    }
+
+    /// The things a record naming `ci` and `service` goes under.
+    fn targets(&mut self, ci: Option<&str>, service: Option<&str>) -> Option<Placement> {
+        let ci = ci.map(|c| self.name_of(c));
+        let service = service.map(|s| self.name_of(s));
+        Placement::of(ci.into_iter().chain(service))
+    }
+
+    fn thing_mut(&mut self, id: ThingId) -> Option<&mut Thing> {
+        self.things.get_mut(id as usize)
+    }
+
+    /// A thing something is put under, named by its key if it had no name.
+    fn named(&mut self, id: ThingId) -> Option<&mut Thing> {
+        let key = self.keys.get(id as usize)?.clone();
+        let thing = self.things.get_mut(id as usize)?;
+        thing.name.get_or_insert(key);
+        Some(thing)
+    }
+
+    /// Takes `record` out of wherever it was; returns the things it was
+    /// under.
+    fn unplace(&mut self, kind: Kind, id: &str) -> Option<Placement> {
+        let placed = match kind {
+            Kind::Item => self.placed_items.remove(id),
+            Kind::Sub => self.placed_subs.remove(id),
+        }?;
+        for thing in placed.ids() {
+            if let Some(thing) = self.thing_mut(thing) {
+                match kind {
+                    Kind::Item => thing.items.retain(|i| &*i.id != id),
+                    Kind::Sub => thing.subscriptions.retain(|s| &*s.id != id),
                 }
                 if thing.is_empty() {
-                    self.things.remove(key);
+                    thing.name = None;
                 }
             }
         }
-        keys
+        Some(placed)
     }
 
-    fn put_ci(&mut self, ci: itsm::Ci) {
-        let key = thing_key(&ci.name);
-        self.ci_names.insert(ci.id.as_str().into(), key.clone());
+    /// Puts an item under the things it names, wherever it was before.
+    fn place_item(&mut self, item: Item, targets: Option<Placement>) {
+        self.unplace(Kind::Item, &item.id);
+        let Some(targets) = targets else {
+            return;
+        };
+        for thing in targets.ids() {
+            if let Some(thing) = self.named(thing) {
+                push(&mut thing.items, item.clone());
+            }
+        }
+        self.placed_items.insert(item.id, targets);
+    }
+
+    fn place_sub(&mut self, sub: Sub, targets: Option<Placement>) {
+        self.unplace(Kind::Sub, &sub.id);
+        let Some(targets) = targets else {
+            return;
+        };
+        for thing in targets.ids() {
+            if let Some(thing) = self.named(thing) {
+                push(&mut thing.subscriptions, sub.clone());
+            }
+        }
+        self.placed_subs.insert(sub.id, targets);
+    }
+
+    fn put_ci(&mut self, ci: &lite::Ci<'_>) -> ThingId {
+        let id = self.key_id(&ci.name);
+        self.ci_names.insert((*ci.id).into(), id);
         self.has_cmdb = true;
-        let thing = self.things.entry(key.clone()).or_default();
-        if thing.name.is_empty() {
-            thing.name = ci.name.as_str().into();
+        let key = self.keys.get(id as usize).cloned();
+        if let Some(thing) = self.thing_mut(id) {
+            if thing.name.is_none() {
+                thing.name = Some(match key {
+                    Some(key) if *key == *ci.name => key,
+                    _ => (*ci.name).into(),
+                });
+            }
+            // ServiceNow's install_status 7 is "Retired".
+            thing.ci = Some(CmdbCi {
+                retired: ci.install_status == Some(7),
+            });
         }
-        // ServiceNow's install_status 7 is "Retired".
-        thing.ci = Some(CmdbCi {
-            id: ci.id.into(),
-            retired: ci.install_status == Some(7),
-            account: ci.account.map(String::into_boxed_str),
-        });
+        id
     }
 
-    fn put_account(&mut self, account: &itsm::Account, customers: &[Customer]) {
-        if let Some(number) = &account.number
-            && let Some(customer) = customers
-                .iter()
-                .find(|c| c.itsm_account.as_deref() == Some(number.as_str()))
-        {
-            self.itsm_accounts
-                .insert(account.id.as_str().into(), customer.id.clone());
-        }
-    }
-
-    fn put_billing_account(&mut self, account: &itsm::BillingAccount, customers: &[Customer]) {
-        if let Some(number) = &account.number
-            && let Some(customer) = customers
-                .iter()
-                .find(|c| c.billing_account.as_deref() == Some(number.as_str()))
-        {
-            self.billing_accounts
-                .insert(account.id.as_str().into(), customer.id.clone());
-        }
-    }
-
-    fn put_item(&mut self, item: itsm::InstallBaseItem) {
-        let in_use =
-            item.uninstall_date.is_none() && item.state.as_deref().is_none_or(|s| s == "installed");
-        let keys: Vec<Box<str>> = item
-            .ci
-            .iter()
-            .chain(&item.service)
-            .map(|n| self.name_of(n))
-            .collect();
+    fn put_item(&mut self, item: &lite::InstallBaseItem<'_>) {
+        let targets = self.targets(item.ci.as_deref(), item.service.as_deref());
         let placed = Item {
-            id: item.id.as_str().into(),
-            owner: item
-                .account
-                .map_or(Owner::Nobody, |a| Owner::Account(a.into())),
-            in_use,
+            id: (*item.id).into(),
+            owner: self.owner(item.account.as_deref()),
+            in_use: item.in_use(),
         };
         self.has_install_base = true;
-        self.place(Placed::Item(placed.id.clone()), keys, |thing, _| {
-            thing.items.push(placed.clone())
-        });
+        self.place_item(placed, targets);
     }
 
-    fn put_subscription(&mut self, sub: Subscription) {
-        let keys: Vec<Box<str>> = sub
-            .ci
-            .iter()
-            .chain(&sub.service)
-            .map(|n| self.name_of(n))
-            .collect();
-        let status_active = Subscription {
-            start: None,
-            end: None,
-            ..sub.clone()
-        }
-        .is_active(DateTime::<Utc>::MIN_UTC);
+    /// A customer file's install-base entry `id`.
+    fn put_customer_item(
+        &mut self,
+        id: &str,
+        customer: &CustomerId,
+        ci: Option<&str>,
+        service: Option<&str>,
+    ) {
+        let targets = self.targets(ci, service);
+        let item = Item {
+            id: id.into(),
+            owner: Owner::Customer(Arc::new(customer.clone())),
+            in_use: true,
+        };
+        self.place_item(item, targets);
+    }
+
+    fn put_subscription(&mut self, sub: &lite::Sub<'_>) {
+        let targets = self.targets(sub.ci.as_deref(), sub.service.as_deref());
         let placed = Sub {
-            id: sub.id.as_str().into(),
-            owner: sub
-                .account
-                .map_or(Owner::Nobody, |a| Owner::Account(a.into())),
-            product: sub.product.map(String::into_boxed_str),
-            status_active,
+            id: (*sub.id).into(),
+            owner: self.owner(sub.account.as_deref()),
+            product: sub.product.as_deref().map(|p| self.intern(p)),
+            status_active: lite::status_active(sub.status.as_deref()),
             start: sub.start,
             end: sub.end,
         };
         self.has_billing = true;
-        self.place(Placed::Sub(placed.id.clone()), keys, |thing, _| {
-            thing.subscriptions.push(placed.clone())
-        });
+        self.place_sub(placed, targets);
     }
 
     fn put_change(&mut self, change: &itsm::Change) {
@@ -371,16 +448,30 @@ impl Index {
         }
     }
 
-    fn put_alert(&mut self, alert: &AlertState) {
-        let Some(ci) = &alert.ci else {
-            return;
-        };
-        let key = thing_key(ci);
-        let thing = self.things.entry(key).or_default();
-        if thing.name.is_empty() {
-            thing.name = ci.as_str().into();
+    /// Monitoring's `connector` alerted on `ci`.
+    fn put_monitored(&mut self, ci: &str, connector: Arc<str>) {
+        let id = self.key_id(ci);
+        let key = self.keys.get(id as usize).cloned();
+        if let Some(thing) = self.thing_mut(id) {
+            if thing.name.is_none() {
+                thing.name = Some(match key {
+                    Some(key) if *key == *ci => key,
+                    _ => ci.into(),
+                });
+            }
+            thing.monitored = Some(connector);
         }
-        thing.monitored = Some(alert.connector.as_str().into());
+    }
+
+    /// The key of a thing, to name it in [`Touched`].
+    fn key_of(&self, id: ThingId) -> Option<Box<str>> {
+        self.keys.get(id as usize).map(|k| (**k).into())
+    }
+
+    fn touch(&self, placement: Option<Placement>, touched: &mut Touched) {
+        for id in placement.into_iter().flat_map(Placement::ids) {
+            touched.things.extend(self.key_of(id));
+        }
     }
 
     /// Brings a changed record into the index; returns the things and
@@ -392,7 +483,15 @@ impl Index {
                 if let Some(ci) = &alert.ci {
                     touched.things.insert(thing_key(ci));
                 }
-                self.put_alert(&alert);
+                if let Some(ci) = &alert.ci {
+                    let connector = self.intern(alert.connector.as_str());
+                    let other = self
+                        .thing(&thing_key(ci))
+                        .and_then(|t| t.monitored.as_ref())
+                        .is_some_and(|was| *was != connector);
+                    self.stale |= other;
+                    self.put_monitored(ci, connector);
+                }
             }
         }
     }
@@ -400,43 +499,39 @@ impl Index {
     fn update_record(&mut self, record: ItsmRecord, touched: &mut Touched) {
         match record {
             ItsmRecord::Ci(ci) => {
+                let ci = lite::Ci::of(&ci);
                 let key = thing_key(&ci.name);
-                // A renamed CI leaves its old name.
-                if let Some(old) = self.ci_names.get(ci.id.as_str()).cloned()
-                    && old != key
-                    && let Some(thing) = self.things.get_mut(&old)
-                {
-                    thing.ci = None;
-                    touched.things.insert(old);
+                match self.ci_names.get(&*ci.id).copied() {
+                    // A renamed CI leaves its old name.
+                    Some(old) if self.keys.get(old as usize).is_some_and(|k| **k != *key) => {
+                        if let Some(thing) = self.thing_mut(old) {
+                            thing.ci = None;
+                        }
+                        touched.things.extend(self.key_of(old));
+                        self.stale = true;
+                    }
+                    Some(_) => {}
+                    // Something may have named it by its sys_id.
+                    None => self.stale |= self.by_key.contains_key(&*thing_key(&ci.id)),
                 }
                 touched.things.insert(key);
-                self.put_ci(ci);
+                self.put_ci(&ci);
             }
             ItsmRecord::InstallBaseItem(item) => {
-                touched
-                    .things
-                    .extend(self.unplace(&Placed::Item(item.id.as_str().into())));
-                let keys: Vec<Box<str>> = item
-                    .ci
-                    .iter()
-                    .chain(&item.service)
-                    .map(|n| self.name_of(n))
-                    .collect();
-                touched.things.extend(keys);
-                self.put_item(item);
+                let item = lite::InstallBaseItem::of(&item);
+                let was = self.unplace(Kind::Item, &item.id);
+                self.touch(was, touched);
+                let will = self.targets(item.ci.as_deref(), item.service.as_deref());
+                self.touch(will, touched);
+                self.put_item(&item);
             }
             ItsmRecord::Subscription(sub) => {
-                touched
-                    .things
-                    .extend(self.unplace(&Placed::Sub(sub.id.as_str().into())));
-                let keys: Vec<Box<str>> = sub
-                    .ci
-                    .iter()
-                    .chain(&sub.service)
-                    .map(|n| self.name_of(n))
-                    .collect();
-                touched.things.extend(keys);
-                self.put_subscription(sub);
+                let sub = lite::Sub::of(&sub);
+                let was = self.unplace(Kind::Sub, &sub.id);
+                self.touch(was, touched);
+                let will = self.targets(sub.ci.as_deref(), sub.service.as_deref());
+                self.touch(will, touched);
+                self.put_subscription(&sub);
             }
             ItsmRecord::Change(change) => {
                 touched.changes.insert(change.number.as_str().into());
@@ -449,7 +544,8 @@ impl Index {
                 self.put_charge(&charge);
             }
             // Accounts change who owns what: everything is looked at again
-            // at the next full run; an account is rarely renumbered.
+            // by a full run, which rebuilds the index; an account is rarely
+            // renumbered.
             ItsmRecord::Account(_) | ItsmRecord::BillingAccount(_) => touched.everything = true,
             ItsmRecord::Contact(_)
             | ItsmRecord::Incident(_)

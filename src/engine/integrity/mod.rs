@@ -10,14 +10,19 @@
 //! - seen again after that, it is raised again: its ticket reopened, or a
 //!   new one, as `[integrity] reopen` says.
 //!
-//! A full run (at start, and on the `[schedules] reconciliation` cron)
-//! reads everything. In between, each run follows the journal from where
-//! the last one stopped and evaluates only the CIs, services and changes
-//! whose records arrived. Issues and their queued tickets change in one
+//! A full run evaluates every rule over everything. At start and after a
+//! configuration reload it builds the index from the store; on the
+//! `[schedules] reconciliation` cron it uses the index kept since, once
+//! that has followed the journal (and builds it again when following could
+//! leave it different from a rebuilt one, see [`Index::needs_rebuild`]).
+//! In between, each run follows the journal from where the last one
+//! stopped and evaluates only the CIs, services and changes whose records
+//! arrived. Issues and their queued tickets change in one
 //! transaction: a crash can neither lose an issue nor open a second ticket
 //! for it (and a restart begins with a full run).
 
 pub mod index;
+mod lite;
 pub mod rules;
 #[cfg(test)]
 mod tests;
@@ -86,7 +91,8 @@ impl Reconciler {
         Reconciler::default()
     }
 
-    /// Every rule over every record.
+    /// Every rule over every record, from an index built from the store:
+    /// at start and after a configuration reload.
     pub fn full(
         &mut self,
         store: &Store,
@@ -96,8 +102,45 @@ impl Reconciler {
         // Entries after this are read again by the next incremental run:
         // applying a record twice to the index changes nothing.
         let position = store.engine_position()?;
-        let index = Index::build(store, &config.customers)?;
-        let checking = checking(&index, config, now);
+        self.index = Some(Index::build(store, &config.customers)?);
+        self.position = position;
+        self.every_rule(store, config, now)
+    }
+
+    /// Every rule over every record, from the index kept since the last
+    /// full run once it has followed the journal: the scheduled run. The
+    /// index is built from the store again when there is none, when the
+    /// journal no longer has what it did not read, or when it may differ
+    /// from a rebuilt one (an account changed, a CI was renamed, …).
+    pub fn review(
+        &mut self,
+        store: &Store,
+        config: &Config,
+        now: DateTime<Utc>,
+    ) -> Result<Reconciled, IntegrityError> {
+        let target = store.engine_position()?;
+        match self.follow(store, target)? {
+            Some(touched)
+                if !touched.everything
+                    && self.index.as_ref().is_some_and(|i| !i.needs_rebuild()) =>
+            {
+                self.every_rule(store, config, now)
+            }
+            _ => self.full(store, config, now),
+        }
+    }
+
+    /// The rules over the whole index.
+    fn every_rule(
+        &mut self,
+        store: &Store,
+        config: &Config,
+        now: DateTime<Utc>,
+    ) -> Result<Reconciled, IntegrityError> {
+        let Some(index) = self.index.as_ref() else {
+            return Ok(Reconciled::default());
+        };
+        let checking = checking(index, config, now);
         let mut findings = Vec::new();
         for (key, thing) in index.things() {
             findings.extend(checking.thing(key, thing));
@@ -106,16 +149,28 @@ impl Reconciler {
         for customer in &config.customers {
             findings.extend(rules::contacts(customer));
         }
-        let stored = store.integrity_issues()?;
-        let mut candidates: HashSet<String> = stored.iter().map(|i| i.key.clone()).collect();
-        candidates.extend(findings.iter().map(|f| f.key.clone()));
-        let stored = stored.into_iter().map(|i| (i.key.clone(), i)).collect();
-        self.pending.clear();
-        let mut done = self.settle(store, config, candidates, findings, stored, now)?;
-        done.full = true;
-        self.index = Some(index);
-        self.position = position;
-        Ok(done)
+        let settled = store
+            .integrity_issues()
+            .map_err(IntegrityError::from)
+            .and_then(|stored| {
+                let mut candidates: HashSet<String> =
+                    stored.iter().map(|i| i.key.clone()).collect();
+                candidates.extend(findings.iter().map(|f| f.key.clone()));
+                let stored = stored.into_iter().map(|i| (i.key.clone(), i)).collect();
+                self.pending.clear();
+                self.settle(store, config, candidates, findings, stored, now)
+            });
+        match settled {
+            Ok(mut done) => {
+                done.full = true;
+                Ok(done)
+            }
+            Err(e) => {
+                // What was found is not stored: the next run starts over.
+                self.index = None;
+                Err(e)
+            }
+        }
     }
 
     /// The rules over what arrived since the last run, and over the issues
@@ -128,10 +183,19 @@ impl Reconciler {
         now: DateTime<Utc>,
     ) -> Result<Reconciled, IntegrityError> {
         let target = store.engine_position()?;
+        match self.follow(store, target)? {
+            Some(touched) => self.evaluate(store, config, touched, now),
+            None => self.full(store, config, now),
+        }
+    }
+
+    /// Brings the journal's entries up to `target` into the index; `None`
+    /// when there is no index or the journal no longer has them.
+    fn follow(&mut self, store: &Store, target: u64) -> Result<Option<Touched>, StoreError> {
         if self.index.is_none()
             || (target > self.position && store.journal_entry(self.position + 1)?.is_none())
         {
-            return self.full(store, config, now);
+            return Ok(None);
         }
         let mut touched = Touched::default();
         let mut position = self.position;
@@ -144,6 +208,14 @@ impl Reconciler {
                 break;
             };
             for entry in entries.iter().filter(|e| e.seq <= target) {
+                // Most alerts are on hosts already known to be monitored:
+                // they change nothing, and need no read of their state.
+                if let Event::Alert(alert) = &entry.event
+                    && let Some(ci) = &alert.ci
+                    && index.monitors(entry.connector.as_str(), ci)
+                {
+                    continue;
+                }
                 if let Some(changed) = current(store, entry)? {
                     index.update(changed, &mut touched);
                 }
@@ -151,7 +223,7 @@ impl Reconciler {
             position = last.min(target);
         }
         self.position = position;
-        self.evaluate(store, config, touched, now)
+        Ok(Some(touched))
     }
 
     /// Brings records changed outside the journal into the index and
@@ -657,7 +729,8 @@ pub async fn run(
         let reloaded = !current
             .as_ref()
             .is_some_and(|c| std::sync::Arc::ptr_eq(c, &latest));
-        let full = reloaded || next_full.is_some_and(|at| at <= now);
+        let scheduled = next_full.is_some_and(|at| at <= now);
+        let full = reloaded || scheduled;
         let clock = last_clock.elapsed() >= CLOCK;
         if clock {
             last_clock = tokio::time::Instant::now();
@@ -671,8 +744,10 @@ pub async fn run(
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
                 let now = Utc::now();
-                let mut done = if full {
+                let mut done = if reloaded {
                     reconciler.full(&store, &config, now)?
+                } else if scheduled {
+                    reconciler.review(&store, &config, now)?
                 } else {
                     reconciler.incremental(&store, &config, now)?
                 };

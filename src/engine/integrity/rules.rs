@@ -37,7 +37,7 @@ impl Checking<'_> {
     /// (the issues' subject).
     pub fn thing(&self, key: &str, thing: &Thing) -> Vec<Finding> {
         let index = self.index;
-        let name = &*thing.name;
+        let name = thing.name();
         let in_use: Vec<_> = thing.items.iter().filter(|i| i.in_use).collect();
         let active: Vec<_> = thing
             .subscriptions
@@ -160,8 +160,7 @@ impl Checking<'_> {
         }
         let customer = change
             .ci
-            .as_deref()
-            .and_then(|ci| self.index.thing(ci))
+            .and_then(|ci| self.index.thing_by_id(ci))
             .and_then(|t| {
                 t.items
                     .iter()

@@ -162,27 +162,27 @@ impl World {
 
     /// The keys every rule finds.
     fn findings(&self) -> BTreeSet<String> {
-        let customers = customers();
-        let index = Index::build(&self.store, &customers).unwrap();
-        let checking = Checking {
-            index: &index,
-            now: now(),
-            charge_within: Duration::days(30),
-        };
-        let mut keys: BTreeSet<String> = index
-            .things()
-            .flat_map(|(key, thing)| checking.thing(key, thing))
+        let index = Index::build(&self.store, &customers()).unwrap();
+        everything_found(&index)
+            .into_iter()
             .map(|f| f.key)
-            .collect();
-        keys.extend(
-            index
-                .changes
-                .keys()
-                .filter_map(|n| checking.change(n))
-                .map(|f| f.key),
-        );
-        keys
+            .collect()
     }
+}
+
+/// Every finding of every rule over `index`.
+fn everything_found(index: &Index) -> Vec<crate::model::integrity::Finding> {
+    let checking = Checking {
+        index,
+        now: now(),
+        charge_within: Duration::days(30),
+    };
+    let mut found: Vec<_> = index
+        .things()
+        .flat_map(|(key, thing)| checking.thing(key, thing))
+        .collect();
+    found.extend(index.changes.keys().filter_map(|n| checking.change(n)));
+    found
 }
 
 fn keys(keys: &[&str]) -> BTreeSet<String> {
@@ -513,4 +513,244 @@ fn a_resolved_issue_seen_again_reopens_its_ticket_or_opens_another() {
     assert_eq!(new.len(), 2, "a second ticket: {new:?}");
     assert!(new[1].key.ends_with("-2"), "{:?}", new[1].key);
     assert_eq!(new[0].updates.len(), 1, "the first ticket was resolved");
+}
+
+/// The records of `tree` as stored.
+fn stored(store: &Store, tree: &'static str) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    store
+        .itsm_scan_raw(tree, |_, bytes| {
+            out.push(bytes.to_vec());
+            Ok::<_, StoreError>(())
+        })
+        .unwrap();
+    out
+}
+
+#[test]
+fn the_lite_decoding_reads_what_the_full_decoding_reads() {
+    use super::lite;
+    let named = |mut record: ItsmRecord, name: &str| {
+        if let ItsmRecord::Ci(c) = &mut record {
+            c.name = name.into();
+            c.install_status = None;
+        }
+        record
+    };
+    let mut uninstalled = item("ib-2", "acc-\"2\"", "ci-pe1", "retired");
+    if let ItsmRecord::InstallBaseItem(i) = &mut uninstalled {
+        i.uninstall_date = Some(now());
+        i.service = Some("VPN Gold\\n".into());
+    }
+    let mut bare = item("ib-3", "acc-1", "x", "installed");
+    if let ItsmRecord::InstallBaseItem(i) = &mut bare {
+        (i.account, i.ci, i.state) = (None, None, None);
+    }
+    let mut ended = subscription("sub-2", "ba-1", "Été \u{1F600}", "Active");
+    if let ItsmRecord::Subscription(s) = &mut ended {
+        s.end = Some(now() - Duration::days(1));
+        s.status = None;
+        s.product = Some("tab\there".into());
+    }
+    let world = World::new(&[
+        ci("ci-2", "  Router \"East\" ", 7),
+        named(ci("ci-3", "x", 1), "\u{00C9}t\u{00E9} \u{1F600}"),
+        uninstalled,
+        bare,
+        ended,
+        subscription("sub-3", "ba-1", "pe1", "cancelled"),
+    ]);
+    let store = &world.store;
+    let mut seen = 0;
+    for bytes in stored(store, "cis") {
+        let ItsmRecord::Ci(full) = serde_json::from_slice(&bytes).unwrap() else {
+            panic!("not a CI")
+        };
+        let lite: lite::Ci<'_> = serde_json::from_slice(&bytes).unwrap();
+        let of = lite::Ci::of(&full);
+        assert_eq!(
+            (&*lite.kind, &*lite.id, &*lite.name, lite.install_status),
+            (&*of.kind, &*of.id, &*of.name, of.install_status)
+        );
+        assert_eq!(
+            (&*lite.name, lite.install_status),
+            (&*full.name, full.install_status)
+        );
+        seen += 1;
+    }
+    for bytes in stored(store, "install_base") {
+        let ItsmRecord::InstallBaseItem(full) = serde_json::from_slice(&bytes).unwrap() else {
+            panic!("not an item")
+        };
+        let lite: lite::InstallBaseItem<'_> = serde_json::from_slice(&bytes).unwrap();
+        let of = lite::InstallBaseItem::of(&full);
+        let fields = |i: &lite::InstallBaseItem<'_>| {
+            (
+                i.kind.to_string(),
+                i.id.to_string(),
+                i.account.as_deref().map(str::to_owned),
+                i.ci.as_deref().map(str::to_owned),
+                i.service.as_deref().map(str::to_owned),
+                i.state.as_deref().map(str::to_owned),
+                i.in_use(),
+            )
+        };
+        assert_eq!(fields(&lite), fields(&of));
+        assert_eq!(lite.account.as_deref(), full.account.as_deref());
+        assert_eq!(lite.service.as_deref(), full.service.as_deref());
+        seen += 1;
+    }
+    for bytes in stored(store, "subscriptions") {
+        let ItsmRecord::Subscription(full) = serde_json::from_slice(&bytes).unwrap() else {
+            panic!("not a subscription")
+        };
+        let lite: lite::Sub<'_> = serde_json::from_slice(&bytes).unwrap();
+        let of = lite::Sub::of(&full);
+        let fields = |s: &lite::Sub<'_>| {
+            (
+                s.kind.to_string(),
+                s.id.to_string(),
+                s.account.as_deref().map(str::to_owned),
+                s.product.as_deref().map(str::to_owned),
+                s.ci.as_deref().map(str::to_owned),
+                s.service.as_deref().map(str::to_owned),
+                s.start,
+                s.end,
+                s.status.as_deref().map(str::to_owned),
+            )
+        };
+        assert_eq!(fields(&lite), fields(&of));
+        assert_eq!(lite.product.as_deref(), full.product.as_deref());
+        assert_eq!(lite.ci.as_deref(), full.ci.as_deref());
+        let whenever = [
+            now(),
+            now() - Duration::days(400),
+            now() + Duration::days(400),
+        ];
+        for at in whenever {
+            let lite_active = lite::status_active(lite.status.as_deref())
+                && lite.start.is_none_or(|s| s <= at)
+                && lite.end.is_none_or(|e| e > at);
+            assert_eq!(lite_active, full.is_active(at), "{full:?} at {at}");
+        }
+        seen += 1;
+    }
+    assert_eq!(seen, 3 + 3 + 3);
+}
+
+/// The records of a small estate with one of each disagreement.
+fn estate() -> Vec<ItsmRecord> {
+    vec![
+        ci("ci-pe2", "PE2", 1),
+        item("ib-pe2", "acc-1", "ci-pe2", "installed"),
+        ci("ci-pe3", "pe3", 7),
+        item("ib-pe3", "acc-2", "ci-pe3", "installed"),
+        subscription("sub-pe3", "ba-1", "pe3", "active"),
+        subscription("sub-ghost", "ba-1", "ghost", "active"),
+        change("CHG0001", true, 40),
+        change("CHG0002", true, 40),
+        charge("chg-1", "CHG0002"),
+    ]
+}
+
+fn described(found: Vec<crate::model::integrity::Finding>) -> BTreeSet<String> {
+    found.into_iter().map(|f| format!("{f:?}")).collect()
+}
+
+#[test]
+fn an_index_kept_up_to_date_finds_what_a_rebuilt_one_finds() {
+    let world = World::new(&estate());
+    world.alert("mystery-host");
+    let mut kept = Index::build(&world.store, &customers()).unwrap();
+    let later = |mut record: ItsmRecord| {
+        match &mut record {
+            ItsmRecord::InstallBaseItem(r) => r.updated_at = now() + Duration::hours(1),
+            ItsmRecord::Subscription(r) => r.updated_at = now() + Duration::hours(1),
+            ItsmRecord::Ci(r) => r.updated_at = now() + Duration::hours(1),
+            _ => {}
+        }
+        record
+    };
+    let changes = [
+        later(subscription("sub-pe1", "ba-1", "pe1", "cancelled")),
+        later(item("ib-pe3", "acc-2", "ci-pe3", "retired")),
+        later(subscription("sub-pe2", "ba-1", "PE2", "active")),
+        item("ib-new", "acc-2", "ci-new", "installed"),
+        ci("ci-new", "New-CI", 1),
+        charge("chg-2", "CHG0001"),
+    ];
+    world.store.apply_itsm(&changes).unwrap();
+    let mut touched = super::index::Touched::default();
+    for record in changes {
+        kept.update(super::index::Changed::Record(record), &mut touched);
+    }
+    // The item named ci-new by sys_id before the CI arrived: a rebuild
+    // would put it under the CI's name.
+    assert!(kept.needs_rebuild());
+    let rebuilt = Index::build(&world.store, &customers()).unwrap();
+    assert!(!rebuilt.needs_rebuild());
+    let (kept, rebuilt) = (everything_found(&kept), everything_found(&rebuilt));
+    assert_eq!(
+        described(kept.clone())
+            .into_iter()
+            .filter(|f| !f.contains("ci-new"))
+            .collect::<BTreeSet<_>>(),
+        described(rebuilt.clone())
+            .into_iter()
+            .filter(|f| !f.contains("new-ci") && !f.contains("ci-new"))
+            .collect::<BTreeSet<_>>()
+    );
+    assert!(kept.iter().any(|f| f.key == "ci-not-billed/pe1"));
+    assert!(!kept.iter().any(|f| f.key == "ci-not-billed/pe2"));
+    assert!(
+        !kept
+            .iter()
+            .any(|f| f.key == "billable-change-not-billed/CHG0001")
+    );
+}
+
+#[test]
+fn updates_that_a_rebuild_would_read_the_same_way_keep_the_index() {
+    let world = World::new(&estate());
+    let mut kept = Index::build(&world.store, &customers()).unwrap();
+    let mut touched = super::index::Touched::default();
+    let mut cancelled = subscription("sub-pe1", "ba-1", "pe1", "cancelled");
+    if let ItsmRecord::Subscription(s) = &mut cancelled {
+        s.updated_at = now() + Duration::hours(1);
+    }
+    world
+        .store
+        .apply_itsm(std::slice::from_ref(&cancelled))
+        .unwrap();
+    kept.update(super::index::Changed::Record(cancelled), &mut touched);
+    assert!(!kept.needs_rebuild());
+    let rebuilt = Index::build(&world.store, &customers()).unwrap();
+    assert_eq!(
+        described(everything_found(&kept)),
+        described(everything_found(&rebuilt))
+    );
+    // A CI renamed leaves its items under the old name until they change.
+    let mut renamed = ci("ci-pe1", "pe1-new", 1);
+    if let ItsmRecord::Ci(c) = &mut renamed {
+        c.updated_at = now() + Duration::hours(1);
+    }
+    kept.update(super::index::Changed::Record(renamed), &mut touched);
+    assert!(kept.needs_rebuild());
+}
+
+#[test]
+fn the_scheduled_full_run_finds_what_a_full_run_from_the_store_finds() {
+    let world = World::new(&estate());
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), "");
+    let mut reconciler = Reconciler::new();
+    // Without an index yet, it builds one.
+    let first = reconciler.review(&world.store, &config, now()).unwrap();
+    assert!(first.full);
+    assert!(first.findings > 0);
+    let cold = reconciler.full(&world.store, &config, now()).unwrap();
+    let warm = reconciler.review(&world.store, &config, now()).unwrap();
+    assert_eq!(warm.findings, cold.findings);
+    assert_eq!((warm.raised, warm.resolved, warm.writes), (0, 0, 0));
+    assert_eq!(first.findings, cold.findings);
 }
