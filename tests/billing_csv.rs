@@ -115,6 +115,18 @@ async fn count(api: &Api, kind: &str) -> u64 {
     reply.json["count"].as_u64().expect("count")
 }
 
+#[test]
+fn check_config_says_where_files_are_imported_from_and_archived_to() {
+    let config = config("done_marker = true");
+    config.write();
+    let summary = config.load().summary();
+    let dir = config.dir().display().to_string();
+    let line = format!(
+        "imports complete files from {dir}/drop every 1h (each with its .done marker), then moves them to {dir}/drop/archive"
+    );
+    assert!(summary.contains(&line), "{line:?} missing from:\n{summary}");
+}
+
 #[tokio::test]
 async fn a_complete_export_is_imported_and_moved_to_the_archive() {
     let config = config("");
@@ -163,6 +175,32 @@ async fn a_complete_export_is_imported_and_moved_to_the_archive() {
     wait_stored(&app.api, "billing_accounts", "ACC-1002").await;
     assert_eq!(app.api.journal_total().await, 7);
     assert_eq!(files_in(&archive_dir(&app)).len(), 3);
+
+    // `csmd connectors` shows the folder it reads and what it imported.
+    let listed = connector(&app.api).await;
+    assert_eq!(
+        listed["files"]["folder"],
+        drop_dir(&app).display().to_string()
+    );
+    let output = tokio::process::Command::from(common::csmd_command())
+        .args(["connectors", "--url", &app.api.base])
+        .env("CSMD_ADMIN_TOKEN", common::ADMIN_TOKEN)
+        .output()
+        .await
+        .expect("run csmd connectors");
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{table}");
+    let row = table
+        .lines()
+        .find(|l| l.contains(NAME))
+        .unwrap_or_else(|| panic!("no {NAME} in:\n{table}"));
+    let drop = drop_dir(&app).display().to_string();
+    assert!(row.contains(&drop), "{row}");
+    assert_eq!(
+        row.split_whitespace().last(),
+        Some("7"),
+        "seven records imported: {row}"
+    );
     app.stop().await;
 }
 

@@ -153,10 +153,15 @@ pub async fn connectors(client: &Client) -> anyhow::Result<()> {
             text(&c["name"]),
             text(&c["kind"]),
             text(&c["webhook"]),
-            text(&c["polls"]["base_url"]),
+            // What it polls: an API, or a folder of exports.
+            if c["files"].is_null() {
+                text(&c["polls"]["base_url"])
+            } else {
+                text(&c["files"]["folder"])
+            },
             status.to_string(),
             short_time(&health["last_success"]),
-            if c["polls"].is_null() {
+            if c["polls"].is_null() && c["files"].is_null() {
                 String::new()
             } else {
                 records.to_string()

@@ -906,6 +906,22 @@ impl Config {
                     streams.join(", ")
                 );
             }
+            if let Some(files) = &c.files {
+                let _ = writeln!(
+                    out,
+                    "    {:<16} {:<14} imports complete files from {} every {}{}, then moves them to {}",
+                    "",
+                    "",
+                    files.folder.display(),
+                    humantime::format_duration(files.interval),
+                    if files.done_marker {
+                        " (each with its .done marker)"
+                    } else {
+                        ""
+                    },
+                    files.archive.display()
+                );
+            }
             if let Some(tickets) = &c.tickets {
                 let _ = writeln!(
                     out,

@@ -149,6 +149,12 @@ async fn list_connectors(State(state): State<Arc<AppState>>) -> Json<Value> {
                     "interval_seconds": p.interval.as_secs(),
                     "streams": p.polling.streams.iter().map(|s| &s.name).collect::<Vec<_>>(),
                 })),
+                "files": c.files.as_ref().map(|f| json!({
+                    "folder": f.folder,
+                    "archive": f.archive,
+                    "done_marker": f.done_marker,
+                    "interval_seconds": f.interval.as_secs(),
+                })),
                 "tickets": c.tickets.as_ref().map(|t| json!({
                     "writeback": t.writeback,
                     "min_severity": t.min_severity,
