@@ -5,7 +5,8 @@
 
 use std::sync::OnceLock;
 
-use plotters::coord::ranged1d::{IntoSegmentedCoord, SegmentValue};
+use plotters::coord::ranged1d::{IntoSegmentedCoord, SegmentValue, SegmentedCoord};
+use plotters::coord::types::{RangedCoordf64, RangedCoordi32};
 use plotters::prelude::*;
 use plotters::style::{FontStyle, register_font};
 
@@ -275,6 +276,101 @@ fn runs(values: &[Option<f64>]) -> Vec<Vec<(SegmentValue<i32>, f64)>> {
     out
 }
 
+/// A chart of one value per month (availability, MTTR, SLA %).
+type Monthly<'a, 'b> = ChartContext<
+    'a,
+    BitMapBackend<'b>,
+    Cartesian2d<SegmentedCoord<RangedCoordi32>, RangedCoordf64>,
+>;
+
+/// The frame every monthly line chart shares: the caption, one x label
+/// per month, `y` with its labels written by `y_label`.
+fn monthly<'a, 'b>(
+    root: &'a DrawingArea<BitMapBackend<'b>, plotters::coord::Shift>,
+    name: &'static str,
+    title: &str,
+    labels: &[String],
+    y: std::ops::Range<f64>,
+    y_area: u32,
+    y_label: &dyn Fn(&f64) -> String,
+) -> Result<Monthly<'a, 'b>, ChartError> {
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, (FONT, CAPTION).into_font().style(FontStyle::Bold))
+        .margin(10)
+        .x_label_area_size(34)
+        .y_label_area_size(y_area)
+        .build_cartesian_2d((0..last_index(labels)).into_segmented(), y)
+        .map_err(draw_error(name))?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .y_labels(6)
+        .light_line_style(RGBColor(243, 244, 246))
+        .x_labels(labels.len())
+        .x_label_formatter(&label(labels))
+        .y_label_formatter(y_label)
+        .label_style((FONT, LABEL))
+        .draw()
+        .map_err(draw_error(name))?;
+    Ok(chart)
+}
+
+/// `values` as lines with a dot on each month, broken where a month has
+/// none.
+fn line(
+    chart: &mut Monthly<'_, '_>,
+    name: &'static str,
+    values: &[Option<f64>],
+    colour: RGBColor,
+    dot: i32,
+) -> Result<(), ChartError> {
+    for run in runs(values) {
+        chart
+            .draw_series(LineSeries::new(run.clone(), colour.stroke_width(2)))
+            .map_err(draw_error(name))?;
+        chart
+            .draw_series(PointSeries::of_element(
+                run,
+                dot,
+                colour.filled(),
+                &|c, s, st| Circle::new(c, s, st),
+            ))
+            .map_err(draw_error(name))?;
+    }
+    Ok(())
+}
+
+/// A legend entry for a line drawn already, without drawing anything more.
+fn line_legend(
+    chart: &mut Monthly<'_, '_>,
+    name: &'static str,
+    text: String,
+    colour: RGBColor,
+) -> Result<(), ChartError> {
+    chart
+        .draw_series(std::iter::empty::<Circle<(SegmentValue<i32>, f64), i32>>())
+        .map_err(draw_error(name))?
+        .label(text)
+        .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], colour.stroke_width(2)));
+    Ok(())
+}
+
+/// Draws the legend box of `chart` at `position`.
+fn legend<'b: 'a, 'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, BitMapBackend<'b>, CT>,
+    name: &'static str,
+    position: SeriesLabelPosition,
+) -> Result<(), ChartError> {
+    chart
+        .configure_series_labels()
+        .position(position)
+        .label_font((FONT, LEGEND))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.3))
+        .draw()
+        .map_err(draw_error(name))
+}
+
 fn availability(trend: &Trend) -> Result<Chart, ChartError> {
     const NAME: &str = "availability";
     let title = "Availability per service (%)".to_string();
@@ -291,27 +387,15 @@ fn availability(trend: &Trend) -> Result<Chart, ChartError> {
         (lowest - 1.0).floor().max(0.0)
     };
     let png = png_of(NAME, |root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(&title, (FONT, CAPTION).into_font().style(FontStyle::Bold))
-            .margin(10)
-            .x_label_area_size(34)
-            .y_label_area_size(78)
-            .build_cartesian_2d(
-                (0..last_index(&trend.labels)).into_segmented(),
-                floor..100.0 + (100.0 - floor) * 0.04,
-            )
-            .map_err(draw_error(NAME))?;
-        chart
-            .configure_mesh()
-            .disable_x_mesh()
-            .y_labels(6)
-            .light_line_style(RGBColor(243, 244, 246))
-            .x_labels(trend.labels.len())
-            .x_label_formatter(&label(&trend.labels))
-            .y_label_formatter(&|v| format!("{v:.2}"))
-            .label_style((FONT, LABEL))
-            .draw()
-            .map_err(draw_error(NAME))?;
+        let mut chart = monthly(
+            root,
+            NAME,
+            &title,
+            &trend.labels,
+            floor..100.0 + (100.0 - floor) * 0.04,
+            78,
+            &|v| format!("{v:.2}"),
+        )?;
         chart
             .draw_series(DashedLineSeries::new(
                 [
@@ -330,37 +414,10 @@ fn availability(trend: &Trend) -> Result<Chart, ChartError> {
             .legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], RED.stroke_width(2)));
         for (i, (service, values)) in trend.services.iter().enumerate() {
             let colour = PALETTE[i % PALETTE.len()];
-            for run in runs(values) {
-                chart
-                    .draw_series(LineSeries::new(run.clone(), colour.stroke_width(2)))
-                    .map_err(draw_error(NAME))?;
-                chart
-                    .draw_series(PointSeries::of_element(
-                        run,
-                        3,
-                        colour.filled(),
-                        &|c, s, st| Circle::new(c, s, st),
-                    ))
-                    .map_err(draw_error(NAME))?;
-            }
-            // A legend entry without drawing anything more.
-            chart
-                .draw_series(std::iter::empty::<Circle<(SegmentValue<i32>, f64), i32>>())
-                .map_err(draw_error(NAME))?
-                .label(service.clone())
-                .legend(move |(x, y)| {
-                    PathElement::new([(x, y), (x + 16, y)], colour.stroke_width(2))
-                });
+            line(&mut chart, NAME, values, colour, 3)?;
+            line_legend(&mut chart, NAME, service.clone(), colour)?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerLeft)
-            .label_font((FONT, LEGEND))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.3))
-            .draw()
-            .map_err(draw_error(NAME))?;
-        Ok(())
+        legend(&mut chart, NAME, SeriesLabelPosition::LowerLeft)
     })?;
     Ok(Chart {
         name: NAME,
@@ -436,15 +493,7 @@ fn incidents(trend: &Trend) -> Result<Chart, ChartError> {
                     Rectangle::new([(x, y - 5), (x + 10, y + 5)], colour.filled())
                 });
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .label_font((FONT, LEGEND))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.3))
-            .draw()
-            .map_err(draw_error(NAME))?;
-        Ok(())
+        legend(&mut chart, NAME, SeriesLabelPosition::UpperLeft)
     })?;
     Ok(Chart {
         name: NAME,
@@ -464,39 +513,10 @@ fn mttr(trend: &Trend) -> Result<Chart, ChartError> {
         .fold(1.0f64, f64::max);
     let top = top * 1.15;
     let png = png_of(NAME, |root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(&title, (FONT, CAPTION).into_font().style(FontStyle::Bold))
-            .margin(10)
-            .x_label_area_size(34)
-            .y_label_area_size(60)
-            .build_cartesian_2d((0..last_index(&trend.labels)).into_segmented(), 0.0..top)
-            .map_err(draw_error(NAME))?;
-        chart
-            .configure_mesh()
-            .disable_x_mesh()
-            .y_labels(6)
-            .light_line_style(RGBColor(243, 244, 246))
-            .x_labels(trend.labels.len())
-            .x_label_formatter(&label(&trend.labels))
-            .y_label_formatter(&|v| format!("{v:.1}"))
-            .label_style((FONT, LABEL))
-            .draw()
-            .map_err(draw_error(NAME))?;
-        let colour = PALETTE[0];
-        for run in runs(&trend.mttr_hours) {
-            chart
-                .draw_series(LineSeries::new(run.clone(), colour.stroke_width(2)))
-                .map_err(draw_error(NAME))?;
-            chart
-                .draw_series(PointSeries::of_element(
-                    run,
-                    4,
-                    colour.filled(),
-                    &|c, s, st| Circle::new(c, s, st),
-                ))
-                .map_err(draw_error(NAME))?;
-        }
-        Ok(())
+        let mut chart = monthly(root, NAME, &title, &trend.labels, 0.0..top, 60, &|v| {
+            format!("{v:.1}")
+        })?;
+        line(&mut chart, NAME, &trend.mttr_hours, PALETTE[0], 4)
     })?;
     Ok(Chart {
         name: NAME,
@@ -517,27 +537,9 @@ fn sla(trend: &Trend) -> Result<Chart, ChartError> {
         .fold(100.0f64, f64::min);
     let floor = ((lowest - 5.0) / 10.0).floor().max(0.0) * 10.0;
     let png = png_of(NAME, |root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(&title, (FONT, CAPTION).into_font().style(FontStyle::Bold))
-            .margin(10)
-            .x_label_area_size(34)
-            .y_label_area_size(60)
-            .build_cartesian_2d(
-                (0..last_index(&trend.labels)).into_segmented(),
-                floor..100.5f64,
-            )
-            .map_err(draw_error(NAME))?;
-        chart
-            .configure_mesh()
-            .disable_x_mesh()
-            .y_labels(6)
-            .light_line_style(RGBColor(243, 244, 246))
-            .x_labels(trend.labels.len())
-            .x_label_formatter(&label(&trend.labels))
-            .y_label_formatter(&|v| format!("{v:.0}"))
-            .label_style((FONT, LABEL))
-            .draw()
-            .map_err(draw_error(NAME))?;
+        let mut chart = monthly(root, NAME, &title, &trend.labels, floor..100.5, 60, &|v| {
+            format!("{v:.0}")
+        })?;
         for (i, (name, values)) in [
             ("response", &trend.response),
             ("resolution", &trend.resolution),
@@ -545,37 +547,10 @@ fn sla(trend: &Trend) -> Result<Chart, ChartError> {
         .into_iter()
         .enumerate()
         {
-            let colour = PALETTE[i];
-            for run in runs(values) {
-                chart
-                    .draw_series(LineSeries::new(run.clone(), colour.stroke_width(2)))
-                    .map_err(draw_error(NAME))?;
-                chart
-                    .draw_series(PointSeries::of_element(
-                        run,
-                        4,
-                        colour.filled(),
-                        &|c, s, st| Circle::new(c, s, st),
-                    ))
-                    .map_err(draw_error(NAME))?;
-            }
-            chart
-                .draw_series(std::iter::empty::<Circle<(SegmentValue<i32>, f64), i32>>())
-                .map_err(draw_error(NAME))?
-                .label(name)
-                .legend(move |(x, y)| {
-                    PathElement::new([(x, y), (x + 16, y)], colour.stroke_width(2))
-                });
+            line(&mut chart, NAME, values, PALETTE[i], 4)?;
+            line_legend(&mut chart, NAME, name.to_string(), PALETTE[i])?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerLeft)
-            .label_font((FONT, LEGEND))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.3))
-            .draw()
-            .map_err(draw_error(NAME))?;
-        Ok(())
+        legend(&mut chart, NAME, SeriesLabelPosition::LowerLeft)
     })?;
     Ok(Chart {
         name: NAME,
