@@ -164,23 +164,8 @@ impl Poller {
         let mut storing: Option<Storing<'_>> = None;
         loop {
             let url = self.page_url(stream, cursor.as_ref())?;
-            let fetch = self.client.send(Method::GET, &url, None);
-            let response = match storing.take() {
-                Some(previous) => {
-                    let (response, appended) = tokio::join!(fetch, previous);
-                    appended.map_err(|e| SyncError::Store(e.to_string()))?;
-                    response?
-                }
-                None => fetch.await?,
-            };
-            let records = response
-                .body
-                .pointer(&self.api.records)
-                .and_then(Value::as_array)
-                .ok_or_else(|| UpstreamError::Body {
-                    url: url.path().to_string(),
-                    message: format!("no array at {:?}", self.api.records),
-                })?;
+            let response = self.fetch(&url, storing.take()).await?;
+            let records = self.records_of(&response, &url)?;
             let total = response
                 .headers
                 .get(self.api.total_header.as_str())
@@ -394,6 +379,36 @@ impl Poller {
         None
     }
 
+    /// GETs a page while the previous page's append (if any) finishes its
+    /// flush: the two overlap, and a failed append stops the sync.
+    async fn fetch(&self, url: &Url, storing: Option<Storing<'_>>) -> Result<Response, SyncError> {
+        let fetch = self.client.send(Method::GET, url, None);
+        Ok(match storing {
+            Some(previous) => {
+                let (response, appended) = tokio::join!(fetch, previous);
+                appended.map_err(|e| SyncError::Store(e.to_string()))?;
+                response?
+            }
+            None => fetch.await?,
+        })
+    }
+
+    /// The page's records, where the profile's `records` pointer says.
+    fn records_of<'r>(
+        &self,
+        response: &'r Response,
+        url: &Url,
+    ) -> Result<&'r Vec<Value>, UpstreamError> {
+        response
+            .body
+            .pointer(&self.api.records)
+            .and_then(Value::as_array)
+            .ok_or_else(|| UpstreamError::Body {
+                url: url.path().to_string(),
+                message: format!("no array at {:?}", self.api.records),
+            })
+    }
+
     /// `cursor` style: from the stored position to the last page, following
     /// the upstream's next cursor. Records updated during the sync move to
     /// the end of the upstream's `(updated, id)` order and are read again
@@ -406,23 +421,8 @@ impl Poller {
         let mut storing: Option<Storing<'_>> = None;
         let mut next = Some(self.first_cursor_page_url(stream, start.as_ref())?);
         while let Some(url) = next.take() {
-            let fetch = self.client.send(Method::GET, &url, None);
-            let response = match storing.take() {
-                Some(previous) => {
-                    let (response, appended) = tokio::join!(fetch, previous);
-                    appended.map_err(|e| SyncError::Store(e.to_string()))?;
-                    response?
-                }
-                None => fetch.await?,
-            };
-            let records = response
-                .body
-                .pointer(&self.api.records)
-                .and_then(Value::as_array)
-                .ok_or_else(|| UpstreamError::Body {
-                    url: url.path().to_string(),
-                    message: format!("no array at {:?}", self.api.records),
-                })?;
+            let response = self.fetch(&url, storing.take()).await?;
+            let records = self.records_of(&response, &url)?;
             let (events, last, skipped) = self.read_page(stream, records, start.as_ref())?;
             report.skipped += skipped;
             report.records += events.len() as u64;

@@ -565,9 +565,7 @@ fn raise(
     issue.opened_at = Some(now);
     issue.resolved_at = None;
     issue.occurrences += 1;
-    if tickets.is_some() {
-        ticket(issue, tickets, now, writes);
-    }
+    ticket(issue, tickets, now, writes);
 }
 
 /// Queues the issue's ticket.
