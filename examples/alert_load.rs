@@ -56,21 +56,19 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use clap::Parser;
 use hdrhistogram::Histogram;
-use http::{HeaderValue, Request, StatusCode, Uri, header};
-use http_body_util::{BodyExt, Empty, Full};
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
 use tracing_subscriber::layer::SubscriberExt as _;
 
 use csmd::model::outbox::MessageKind;
 use csmd::store::Store;
 use csmd::store::outbox::OutboxFilter;
+use webhook::{Scrape, Target, connect, post, scrape};
 
 mod common;
+#[path = "common/webhook.rs"]
+mod webhook;
 
 /// The allocator of the `csmd` binary, since the daemon runs in-process.
 #[global_allocator]
@@ -79,8 +77,6 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 const CONNECTOR: &str = "alertmanager";
 const TOKEN_ENV: &str = "CSMD_BENCH_TOKEN";
 const TOKEN: &str = "bench-token";
-const JSON: HeaderValue = HeaderValue::from_static("application/json");
-const HOST: HeaderValue = HeaderValue::from_static("127.0.0.1");
 /// Alerts in every payload.
 const ALERTS_PER_POST: usize = 10;
 /// Customers using each shared service.
@@ -160,15 +156,6 @@ struct Window {
     end: Instant,
 }
 
-/// Where the clients post, with the headers built once: the load generator
-/// shares the cores with the daemon, so a request should cost it little.
-#[derive(Clone)]
-struct Target {
-    addr: SocketAddr,
-    uri: Uri,
-    authorization: HeaderValue,
-}
-
 /// A service and the customers (indices) using it: what one group of
 /// alerts fires on.
 struct Unit {
@@ -212,15 +199,6 @@ struct ClientReport {
     groups: Vec<Group>,
     errors: u64,
     first_error: Option<String>,
-}
-
-/// The server's counters that say how group commit behaved.
-#[derive(Clone, Copy, Default)]
-struct Scrape {
-    flushes: f64,
-    flush_seconds: f64,
-    group_sum: f64,
-    groups: f64,
 }
 
 /// The disruption planner's runs that queued messages: when each ended
@@ -877,63 +855,6 @@ fn payload(unit: &Unit, starts_at: DateTime<Utc>, resolved: bool) -> String {
         r#"],"groupLabels":{{"service":"{service}"}},"commonLabels":{{"job":"node","service":"{service}","severity":"critical"}},"commonAnnotations":{{}},"externalURL":"http://alertmanager.example:9093","version":"4","groupKey":"{{}}:{{service=\"{service}\"}}","truncatedAlerts":0}}"#
     );
     body
-}
-
-async fn connect(addr: SocketAddr) -> anyhow::Result<SendRequest<Full<Bytes>>> {
-    let stream = tokio::net::TcpStream::connect(addr).await?;
-    stream.set_nodelay(true)?;
-    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(connection);
-    Ok(sender)
-}
-
-/// Posts one payload; returns the status and the answer's body.
-async fn post(
-    sender: &mut SendRequest<Full<Bytes>>,
-    target: &Target,
-    body: String,
-) -> anyhow::Result<(StatusCode, Bytes)> {
-    let request = Request::post(target.uri.clone())
-        .header(header::HOST, HOST)
-        .header(header::AUTHORIZATION, target.authorization.clone())
-        .header(header::CONTENT_TYPE, JSON)
-        .body(Full::new(Bytes::from(body)))?;
-    sender.ready().await?;
-    let response = sender.send_request(request).await?;
-    let status = response.status();
-    let body = response.into_body().collect().await?.to_bytes();
-    Ok((status, body))
-}
-
-/// Reads the group-commit counters from `GET /metrics`.
-async fn scrape(addr: SocketAddr) -> anyhow::Result<Scrape> {
-    let stream = tokio::net::TcpStream::connect(addr).await?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream)).await?;
-    tokio::spawn(connection);
-    let request = Request::get("/metrics")
-        .header(header::HOST, HOST)
-        .body(Empty::new())?;
-    let response = sender.send_request(request).await?;
-    if !response.status().is_success() {
-        bail!("GET /metrics answered {}", response.status());
-    }
-    let body = response.into_body().collect().await?.to_bytes();
-    let text = String::from_utf8_lossy(&body);
-    let value = |name: &str| -> anyhow::Result<f64> {
-        text.lines()
-            .find_map(|line| {
-                let rest = line.strip_prefix(name)?.strip_prefix(' ')?;
-                rest.split_whitespace().next()?.parse().ok()
-            })
-            .with_context(|| format!("no {name} in /metrics"))
-    };
-    Ok(Scrape {
-        flushes: value("csmd_store_flush_seconds_count")?,
-        flush_seconds: value("csmd_store_flush_seconds_sum")?,
-        group_sum: value("csmd_journal_group_size_sum")?,
-        groups: value("csmd_journal_group_size_count")?,
-    })
 }
 
 /// Samples how far the engine is behind the journal: entries durable but

@@ -26,15 +26,17 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use clap::Parser;
 use hdrhistogram::Histogram;
-use http::{HeaderValue, Request, StatusCode, Uri, header};
-use http_body_util::{BodyExt, Empty, Full};
+use http::StatusCode;
+use http_body_util::Full;
 use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
 
 use csmd::model::Event;
 use csmd::store::Store;
+use webhook::{Scrape, Target, connect, post, scrape};
 
 mod common;
+#[path = "common/webhook.rs"]
+mod webhook;
 
 /// The allocator of the `csmd` binary, since the daemon runs in-process.
 #[global_allocator]
@@ -43,8 +45,6 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 const CONNECTOR: &str = "bench";
 const TOKEN_ENV: &str = "CSMD_BENCH_TOKEN";
 const TOKEN: &str = "bench-token";
-const JSON: HeaderValue = HeaderValue::from_static("application/json");
-const HOST: HeaderValue = HeaderValue::from_static("127.0.0.1");
 /// What the issue asks of this benchmark.
 const TARGET_ACKS_PER_SECOND: f64 = 20_000.0;
 const TARGET_P99: Duration = Duration::from_millis(20);
@@ -94,15 +94,6 @@ struct Window {
     end: Instant,
 }
 
-/// Where the clients post, with the headers built once: the load generator
-/// shares the cores with the daemon, so a request should cost it little.
-#[derive(Clone)]
-struct Target {
-    addr: SocketAddr,
-    uri: Uri,
-    authorization: HeaderValue,
-}
-
 /// What one client saw.
 struct ClientReport {
     /// Latency in microseconds of each request of the measured window.
@@ -113,15 +104,6 @@ struct ClientReport {
     acked_ids: Vec<String>,
     errors: u64,
     first_error: Option<String>,
-}
-
-/// The server's counters that say how group commit behaved.
-#[derive(Clone, Copy, Default)]
-struct Scrape {
-    flushes: f64,
-    flush_seconds: f64,
-    group_sum: f64,
-    groups: f64,
 }
 
 /// Returns whether the run was clean (no error, journal matches).
@@ -339,14 +321,6 @@ async fn client(index: usize, target: Target, window: Window) -> ClientReport {
     report
 }
 
-async fn connect(addr: SocketAddr) -> anyhow::Result<SendRequest<Full<Bytes>>> {
-    let stream = tokio::net::TcpStream::connect(addr).await?;
-    stream.set_nodelay(true)?;
-    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(connection);
-    Ok(sender)
-}
-
 /// Posts one alert; returns the status and the answer's body.
 async fn post_event(
     sender: &mut SendRequest<Full<Bytes>>,
@@ -356,47 +330,7 @@ async fn post_event(
     let body = format!(
         r#"{{"alerts":[{{"id":"{id}","status":"firing","summary":"benchmark event {id}","service":"bench","severity":"minor"}}]}}"#
     );
-    let request = Request::post(target.uri.clone())
-        .header(header::HOST, HOST)
-        .header(header::AUTHORIZATION, target.authorization.clone())
-        .header(header::CONTENT_TYPE, JSON)
-        .body(Full::new(Bytes::from(body)))?;
-    sender.ready().await?;
-    let response = sender.send_request(request).await?;
-    let status = response.status();
-    let body = response.into_body().collect().await?.to_bytes();
-    Ok((status, body))
-}
-
-/// Reads the group-commit counters from `GET /metrics`.
-async fn scrape(addr: SocketAddr) -> anyhow::Result<Scrape> {
-    let stream = tokio::net::TcpStream::connect(addr).await?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream)).await?;
-    tokio::spawn(connection);
-    let request = Request::get("/metrics")
-        .header(header::HOST, HOST)
-        .body(Empty::new())?;
-    let response = sender.send_request(request).await?;
-    if !response.status().is_success() {
-        bail!("GET /metrics answered {}", response.status());
-    }
-    let body = response.into_body().collect().await?.to_bytes();
-    let text = String::from_utf8_lossy(&body);
-    let value = |name: &str| -> anyhow::Result<f64> {
-        text.lines()
-            .find_map(|line| {
-                let rest = line.strip_prefix(name)?.strip_prefix(' ')?;
-                rest.split_whitespace().next()?.parse().ok()
-            })
-            .with_context(|| format!("no {name} in /metrics"))
-    };
-    Ok(Scrape {
-        flushes: value("csmd_store_flush_seconds_count")?,
-        flush_seconds: value("csmd_store_flush_seconds_sum")?,
-        group_sum: value("csmd_journal_group_size_sum")?,
-        groups: value("csmd_journal_group_size_count")?,
-    })
+    post(sender, target, body).await
 }
 
 /// Reopens the stopped daemon's store and checks its journal holds exactly
