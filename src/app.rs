@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -95,6 +95,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let (applied_tx, applied) = tokio::sync::watch::channel(());
     let durable = journal.durable();
     let changed = engine::ChangedKinds::all();
+    let disruption_itsm = engine::ChangedKinds::all();
+    let alert_feed = engine::AlertFeed::default();
     let (alerted_tx, alerted) = tokio::sync::watch::channel(());
     let journal_retention = config.daemon.journal_retention;
     let ConnectorTasks { pollers, writers } =
@@ -139,8 +141,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         durable,
         engine::Signals {
             applied: applied_tx,
-            changed: changed.clone(),
+            changed: vec![changed.clone(), disruption_itsm.clone()],
             alerted: alerted_tx,
+            alerts: alert_feed.clone(),
         },
         journal_retention,
         move || reading.config.load_full(),
@@ -209,11 +212,17 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         shutdown.clone(),
     ));
     let disrupting = state.clone();
+    let memory = Arc::new(std::sync::Mutex::new(engine::disruption::Memory::new(
+        alert_feed,
+        disruption_itsm,
+    )));
     tasks.spawn(engine::run_planner(
         "disruptions",
         alerted,
         move || {
             let config = disrupting.config.load_full();
+            let mut memory = memory.lock().unwrap_or_else(PoisonError::into_inner);
+            memory.follow(&config);
             engine::disruption::Planner {
                 customers: &config.customers,
                 settings: &config.disruptions,
@@ -221,7 +230,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 templates: &disrupting.templates,
                 from: &disrupting.from,
             }
-            .run(&disrupting.store, chrono::Utc::now())
+            .run_with(&disrupting.store, &mut memory, chrono::Utc::now())
         },
         queued,
         shutdown.clone(),

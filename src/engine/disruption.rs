@@ -15,17 +15,24 @@
 //!
 //! What each customer was told is state in the outbox tree, written in the
 //! same batch as the messages it causes, like the maintenance notices.
+//!
+//! The daemon's planner keeps the firing alerts and what each customer was
+//! told between runs ([`Memory`]); the engine feeds it the alerts that
+//! changed, so a run looks only at the customers those alerts concern and
+//! at those whose group window or maintenance ends, not at every firing
+//! alert of every customer.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
-use super::impact::Impact;
-use super::{NoticeError, Planned};
+use super::impact::{Impact, Reach};
+use super::{AlertFeed, ChangedKinds, NoticeError, Planned};
 use crate::config::customer::{ContactRole, Severity};
-use crate::config::{Customer, DisruptionsSection};
+use crate::config::{Config, Customer, DisruptionsSection};
 use crate::model::alert::AlertState;
 use crate::model::itsm::{ChangeState, ItsmRecord};
 use crate::model::outbox::{Draft, MessageKind, OutboxMessage};
@@ -103,35 +110,77 @@ pub(crate) fn maintenance_windows(
     customers: &[Customer],
     now: DateTime<Utc>,
 ) -> Result<Windows, StoreError> {
-    let mut out = Windows::new();
-    for record in store.itsm_records("changes")? {
-        let ItsmRecord::Change(change) = record else {
-            continue;
-        };
-        let in_window = change
-            .planned_start
-            .zip(change.planned_end)
-            .is_some_and(|(start, end)| start <= now && now <= end);
-        let under_way =
-            change.state == ChangeState::Implement || (in_window && change.state.is_open());
-        if !under_way {
-            continue;
+    Ok(Maintenances::load(store, impact, customers)?.at(now))
+}
+
+/// The changes that can put a customer's CIs under maintenance: those
+/// being implemented, and the open ones with a planned window, which are
+/// under way while the clock is inside it.
+pub(crate) struct Maintenances(Vec<Maintenance>);
+
+struct Maintenance {
+    customer: CustomerId,
+    /// The CIs (by sys_id and name) and services it covers.
+    covered: BTreeSet<String>,
+    number: String,
+    /// Being implemented: under way whatever the clock says.
+    implementing: bool,
+    window: Option<(DateTime<Utc>, DateTime<Utc>)>,
+}
+
+impl Maintenances {
+    pub(crate) fn load(
+        store: &Store,
+        impact: &Impact,
+        customers: &[Customer],
+    ) -> Result<Maintenances, StoreError> {
+        let mut out = Vec::new();
+        for record in store.itsm_records("changes")? {
+            let ItsmRecord::Change(change) = record else {
+                continue;
+            };
+            let implementing = change.state == ChangeState::Implement;
+            let window = change.planned_start.zip(change.planned_end);
+            let planned = window.is_some() && change.state.is_open();
+            if !implementing && !planned {
+                continue;
+            }
+            let cis = impact.change_cis(&change);
+            let mut names = cis.clone();
+            names.extend(
+                cis.iter()
+                    .filter_map(|c| impact.ci_name(c).map(str::to_string)),
+            );
+            for affected in impact.affected_customers(&change, customers) {
+                let mut covered = names.clone();
+                covered.extend(affected.services.iter().cloned());
+                out.push(Maintenance {
+                    customer: affected.id,
+                    covered,
+                    number: change.number.clone(),
+                    implementing,
+                    window,
+                });
+            }
         }
-        let cis = impact.change_cis(&change);
-        let mut names = cis.clone();
-        names.extend(
-            cis.iter()
-                .filter_map(|c| impact.ci_name(c).map(str::to_string)),
-        );
-        for affected in impact.affected_customers(&change, customers) {
-            let mut covered = names.clone();
-            covered.extend(affected.services.iter().cloned());
-            out.entry(affected.id)
-                .or_default()
-                .push((covered, change.number.clone()));
-        }
+        Ok(Maintenances(out))
     }
-    Ok(out)
+
+    /// The windows under way at `now`.
+    pub(crate) fn at(&self, now: DateTime<Utc>) -> Windows {
+        let mut out = Windows::new();
+        for m in &self.0 {
+            let in_window = m
+                .window
+                .is_some_and(|(start, end)| start <= now && now <= end);
+            if m.implementing || in_window {
+                out.entry(m.customer.clone())
+                    .or_default()
+                    .push((m.covered.clone(), m.number.clone()));
+            }
+        }
+        out
+    }
 }
 
 /// An alert occurrence: the alert and its start, so an alert that fires
@@ -156,98 +205,281 @@ fn rfc3339(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
-impl Planner<'_> {
-    /// Queues every notice due at `now`, in one batch; says how many
-    /// messages were queued and when the next falls due with the clock.
-    pub fn run(&self, store: &Store, now: DateTime<Utc>) -> Result<Planned, NoticeError> {
-        let mut alerts = store.firing_alerts()?;
-        let told = told(store)?;
-        let quiet = |t: &Told| t.open.is_none() && t.during_maintenance.is_empty();
-        if alerts.is_empty() && told.values().all(quiet) {
-            return Ok(Planned::default());
+/// An alert by connector and source id.
+type AlertId = (ConnectorName, String);
+
+fn id_of(alert: &AlertState) -> AlertId {
+    (alert.connector.clone(), alert.source_id.clone())
+}
+
+/// What the planner keeps between runs, so that a run after a batch of
+/// alerts looks only at the customers those alerts concern, not at every
+/// firing alert and every customer. It is read from the store again when
+/// the configuration or what the impact is computed from (CIs, accounts,
+/// install base, changes) changed, when the alert feed overflowed, and
+/// after a failed run.
+pub struct Memory {
+    feed: AlertFeed,
+    itsm: ChangedKinds,
+    config: Option<Arc<Config>>,
+    kept: Option<Kept>,
+}
+
+/// The ITSM records the impact and the maintenance windows are read from.
+const IMPACT_TREES: [&str; 5] = ["cis", "change_cis", "accounts", "install_base", "changes"];
+
+struct Kept {
+    reach: Reach,
+    impact: Impact,
+    maintenances: Maintenances,
+    /// The windows under way at the last run.
+    windows: Windows,
+    /// Every firing alert.
+    firing: HashMap<AlertId, AlertState>,
+    /// Per customer (by index), the firing alerts it hears about.
+    theirs: Vec<HashSet<AlertId>>,
+    /// What each customer was told, by id, as stored.
+    told: HashMap<String, Told>,
+    /// Per customer, when it must be looked at again with the clock.
+    due: Vec<Option<DateTime<Utc>>>,
+}
+
+impl Memory {
+    /// A memory fed by `feed`, read again when `itsm` says impact records
+    /// changed.
+    pub fn new(feed: AlertFeed, itsm: ChangedKinds) -> Memory {
+        Memory {
+            feed,
+            itsm,
+            config: None,
+            kept: None,
         }
-        // The alerts of open disruptions, resolved or not.
-        let mut known: HashSet<(ConnectorName, String)> = alerts
-            .iter()
-            .map(|a| (a.connector.clone(), a.source_id.clone()))
-            .collect();
-        for open in told.values().filter_map(|t| t.open.as_ref()) {
+    }
+
+    /// Forgets what was kept if it was kept for another configuration.
+    pub fn follow(&mut self, config: &Arc<Config>) {
+        if !self.config.as_ref().is_some_and(|c| Arc::ptr_eq(c, config)) {
+            self.config = Some(config.clone());
+            self.kept = None;
+        }
+    }
+}
+
+/// What a run looks at: the customers whose disruption may move, and the
+/// alerts that resolved since the last run.
+#[derive(Default)]
+struct Look {
+    dirty: BTreeSet<usize>,
+    resolved: HashMap<AlertId, AlertState>,
+}
+
+fn quiet(told: &Told) -> bool {
+    told.open.is_none() && told.during_maintenance.is_empty()
+}
+
+impl Planner<'_> {
+    /// Queues every notice due at `now`, in one batch, reading everything
+    /// from the store; says how many messages were queued and when the
+    /// next falls due with the clock.
+    pub fn run(&self, store: &Store, now: DateTime<Utc>) -> Result<Planned, NoticeError> {
+        let mut memory = Memory::new(AlertFeed::default(), ChangedKinds::all());
+        self.run_with(store, &mut memory, now)
+    }
+
+    /// [`Planner::run`] from what `memory` kept of the last run and the
+    /// alerts fed since; the store is read only when the memory is empty.
+    pub fn run_with(
+        &self,
+        store: &Store,
+        memory: &mut Memory,
+        now: DateTime<Utc>,
+    ) -> Result<Planned, NoticeError> {
+        // Taken first: anything fed later is in the store by then, so
+        // reading the store after loses nothing.
+        let fed = memory.feed.take();
+        let itsm_changed = memory.itsm.take().any(&IMPACT_TREES);
+        let kept = memory
+            .kept
+            .take()
+            .filter(|k| !itsm_changed && k.theirs.len() == self.customers.len());
+        let (mut kept, look) = match (kept, fed) {
+            (Some(mut kept), Some(fed)) => {
+                let look = self.follow(&mut kept, fed, now);
+                (kept, look)
+            }
+            _ => self.load(store, now)?,
+        };
+        let planned = self.plan_dirty(store, &mut kept, &look, now)?;
+        memory.kept = Some(kept);
+        Ok(planned)
+    }
+
+    /// Reads everything the planner keeps from the store; every customer
+    /// is to be looked at, with the resolved alerts of open disruptions.
+    fn load(&self, store: &Store, now: DateTime<Utc>) -> Result<(Kept, Look), NoticeError> {
+        let impact = Impact::load(store, self.customers)?;
+        let reach = impact.reach(self.customers);
+        let maintenances = Maintenances::load(store, &impact, self.customers)?;
+        let told: HashMap<String, Told> = told(store)?.into_iter().collect();
+        let mut kept = Kept {
+            windows: maintenances.at(now),
+            reach,
+            impact,
+            maintenances,
+            firing: HashMap::new(),
+            theirs: vec![HashSet::new(); self.customers.len()],
+            told,
+            due: vec![None; self.customers.len()],
+        };
+        for alert in store.firing_alerts()? {
+            self.file(&mut kept, alert);
+        }
+        // The alerts of open disruptions no longer firing.
+        let mut resolved = HashMap::new();
+        for open in kept.told.values().filter_map(|t| t.open.as_ref()) {
             for key in open.alerts.keys() {
-                let Some(alert) = alert_of(key) else {
+                let Some(id) = alert_of(key) else {
                     continue;
                 };
-                if !known.contains(&alert)
-                    && let Some(state) = store.alert(&alert.0, &alert.1)?
+                if !kept.firing.contains_key(&id)
+                    && !resolved.contains_key(&id)
+                    && let Some(state) = store.alert(&id.0, &id.1)?
                 {
-                    alerts.push(state);
-                    known.insert(alert);
+                    resolved.insert(id, state);
                 }
             }
         }
-        let impact = Impact::load(store, self.customers)?;
-        let windows = maintenance_windows(store, &impact, self.customers, now)?;
-        let keys: Vec<String> = alerts.iter().map(occurrence).collect();
-        let theirs = self.alerts_of_each(&alerts, &keys, &impact);
+        let dirty = (0..self.customers.len()).collect();
+        Ok((kept, Look { dirty, resolved }))
+    }
+
+    /// Files a firing alert under the customers who hear about it.
+    fn file(&self, kept: &mut Kept, alert: AlertState) {
+        let id = id_of(&alert);
+        for i in kept.reach.customers(&alert) {
+            if self.hears(i, &alert) {
+                kept.theirs[i].insert(id.clone());
+            }
+        }
+        kept.firing.insert(id, alert);
+    }
+
+    /// Takes the alerts fed since the last run into `kept`; returns the
+    /// customers to look at (those the alerts concern, those due, those
+    /// whose maintenance windows changed) and the alerts that resolved.
+    fn follow(&self, kept: &mut Kept, fed: Vec<AlertState>, now: DateTime<Utc>) -> Look {
+        let Look {
+            mut dirty,
+            mut resolved,
+        } = Look::default();
+        for alert in fed {
+            let id = id_of(&alert);
+            for i in kept.reach.customers(&alert) {
+                kept.theirs[i].remove(&id);
+                dirty.insert(i);
+            }
+            match alert.status {
+                AlertStatus::Firing => {
+                    resolved.remove(&id);
+                    self.file(kept, alert);
+                }
+                AlertStatus::Resolved => {
+                    kept.firing.remove(&id);
+                    resolved.insert(id, alert);
+                }
+            }
+        }
+        for (i, due) in kept.due.iter().enumerate() {
+            if due.is_some_and(|at| at <= now) {
+                dirty.insert(i);
+            }
+        }
+        let windows = kept.maintenances.at(now);
+        if windows != kept.windows {
+            for (i, customer) in self.customers.iter().enumerate() {
+                if windows.get(&customer.id) != kept.windows.get(&customer.id) {
+                    dirty.insert(i);
+                }
+            }
+            kept.windows = windows;
+        }
+        Look { dirty, resolved }
+    }
+
+    /// Whether customer `i` hears about `alert` (which concerns it): its
+    /// contract opts in and the alert is at or above its severity.
+    fn hears(&self, i: usize, alert: &AlertState) -> bool {
+        self.customers.get(i).is_some_and(|customer| {
+            customer.contract.proactive_notices
+                && Severity::of_label(alert.severity.as_deref())
+                    >= customer.contract.notice_min_severity
+        })
+    }
+
+    /// Moves the disruptions of the `dirty` customers forward and queues
+    /// their messages with their states in one batch; `kept` learns what
+    /// they were told once that is durable.
+    fn plan_dirty(
+        &self,
+        store: &Store,
+        kept: &mut Kept,
+        look: &Look,
+        now: DateTime<Utc>,
+    ) -> Result<Planned, NoticeError> {
+        let Look { dirty, resolved } = look;
+        // The resolved alerts each dirty customer hears about.
+        let mut resolved_of: HashMap<usize, Vec<&AlertState>> = HashMap::new();
+        for alert in resolved.values() {
+            for i in kept.reach.customers(alert) {
+                if dirty.contains(&i) && self.hears(i, alert) {
+                    resolved_of.entry(i).or_default().push(alert);
+                }
+            }
+        }
         let mut states = Vec::new();
+        let mut told_now = Vec::new();
         let mut messages = Vec::new();
-        let mut due: Option<DateTime<Utc>> = None;
-        for (customer, theirs) in self.customers.iter().zip(&theirs) {
-            let before = told.get(customer.id.as_str());
+        for &i in dirty {
+            let Some(customer) = self.customers.get(i) else {
+                continue;
+            };
+            kept.due[i] = None;
+            let before = kept.told.get(customer.id.as_str());
+            let firing = kept.theirs[i].iter().filter_map(|id| kept.firing.get(id));
+            let alerts: Vec<&AlertState> = firing
+                .chain(resolved_of.get(&i).into_iter().flatten().copied())
+                .collect();
             // Nothing to move forward: no alert, nothing open, no mark.
-            if theirs.is_empty() && before.is_none_or(quiet) {
+            if alerts.is_empty() && before.is_none_or(quiet) {
                 continue;
             }
+            let keys: Vec<String> = alerts.iter().map(|a| occurrence(a)).collect();
+            let theirs: Vec<(&str, &AlertState)> =
+                keys.iter().map(String::as_str).zip(alerts).collect();
             let before = before.cloned().unwrap_or_default();
             let mut after = before.clone();
             let situation = Situation {
-                alerts: theirs,
-                impact: &impact,
-                windows: &windows,
+                alerts: &theirs,
+                impact: &kept.impact,
+                windows: &kept.windows,
                 now,
             };
-            if let Some(at) = self.plan(customer, &situation, &mut after, &mut messages)? {
-                due = Some(due.map_or(at, |d| d.min(at)));
-            }
+            kept.due[i] = self.plan(customer, &situation, &mut after, &mut messages)?;
             if after != before {
                 states.push(StateChange::Put {
                     name: format!("{STATE_PREFIX}{}", customer.id),
                     value: serde_json::to_vec(&after)?,
                 });
+                told_now.push((customer.id.to_string(), after));
             }
         }
+        let due = kept.due.iter().flatten().min().copied();
         if states.is_empty() {
             return Ok(Planned { queued: 0, due });
         }
         let queued = store.queue_messages(states, messages)?.len();
+        kept.told.extend(told_now);
         Ok(Planned { queued, due })
-    }
-
-    /// The alerts that concern each customer (in the order of
-    /// `self.customers`), with their occurrence keys (`keys`, beside
-    /// `alerts`): named by its `customer` label, or on a CI or service of
-    /// its install base, at or above its severity.
-    fn alerts_of_each<'a>(
-        &self,
-        alerts: &'a [AlertState],
-        keys: &'a [String],
-        impact: &Impact,
-    ) -> Vec<Vec<(&'a str, &'a AlertState)>> {
-        let reach = impact.reach(self.customers);
-        let mut theirs = vec![Vec::new(); self.customers.len()];
-        for (alert, key) in alerts.iter().zip(keys) {
-            let severity = Severity::of_label(alert.severity.as_deref());
-            for i in reach.customers(alert) {
-                let Some(customer) = self.customers.get(i) else {
-                    continue;
-                };
-                if customer.contract.proactive_notices
-                    && severity >= customer.contract.notice_min_severity
-                {
-                    theirs[i].push((key.as_str(), alert));
-                }
-            }
-        }
-        theirs
     }
 
     /// Moves one customer's disruption forward (every message it queues
@@ -543,10 +775,17 @@ mod tests {
         settings: DisruptionsSection,
         from: lettre::message::Mailbox,
         connector: ConnectorName,
+        /// What the planner keeps between runs, or nothing: each run reads
+        /// the store.
+        memory: Option<std::cell::RefCell<Memory>>,
+        feed: AlertFeed,
     }
 
     impl World {
-        fn new() -> World {
+        /// A world in which the planner keeps what it read (`kept`), or
+        /// reads the store at every run: both must tell the same.
+        fn new(kept: bool) -> World {
+            let feed = AlertFeed::default();
             let dir = tempfile::tempdir().unwrap();
             World {
                 store: Store::open(dir.path()).unwrap(),
@@ -561,26 +800,33 @@ mod tests {
                 settings: DisruptionsSection::default(),
                 from: "CSM <csm@example.net>".parse().unwrap(),
                 connector: "mon".parse().unwrap(),
+                memory: kept.then(|| Memory::new(feed.clone(), ChangedKinds::all()).into()),
+                feed,
             }
         }
 
         /// Delivers alerts received at `received`.
         fn deliver(&self, events: &[AlertEvent], received: DateTime<Utc>) {
-            self.store
+            let applied = self
+                .store
                 .apply_alerts(events.iter().map(|e| (&self.connector, received, e)))
                 .unwrap();
+            self.feed.push(applied.noticeable);
         }
 
         /// Runs the planner at `now`; the messages it queued, by customer.
         fn run(&self, now: DateTime<Utc>) -> BTreeMap<String, Vec<String>> {
-            Planner {
+            let planner = Planner {
                 customers: &self.customers,
                 settings: &self.settings,
                 default_time_zone: chrono_tz::Europe::Paris,
                 templates: &self.templates,
                 from: &self.from,
+            };
+            match &self.memory {
+                Some(memory) => planner.run_with(&self.store, &mut memory.borrow_mut(), now),
+                None => planner.run(&self.store, now),
             }
-            .run(&self.store, now)
             .unwrap();
             let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
             let filter = crate::store::outbox::OutboxFilter::default();
@@ -597,7 +843,13 @@ mod tests {
 
     #[test]
     fn twenty_alerts_within_five_seconds_make_one_notice_per_customer_of_the_service() {
-        let world = World::new();
+        for kept in [false, true] {
+            twenty_alerts_within_five_seconds(kept);
+        }
+    }
+
+    fn twenty_alerts_within_five_seconds(kept: bool) {
+        let world = World::new(kept);
         // 20 alerts on the shared VPN service, one every 250 ms.
         for i in 0..20 {
             let received = at(0) + chrono::Duration::milliseconds(250 * i);
@@ -621,7 +873,13 @@ mod tests {
 
     #[test]
     fn an_alert_joining_waits_for_the_interval_and_the_end_is_one_resolution() {
-        let world = World::new();
+        for kept in [false, true] {
+            an_alert_joining(kept);
+        }
+    }
+
+    fn an_alert_joining(kept: bool) {
+        let world = World::new(kept);
         world.deliver(&[firing("fp1", "vpn", at(0))], at(0));
         assert_eq!(world.run(at(30)).get("a").map(Vec::len), Some(1));
         // A second alert joins a minute later: updates wait for the
@@ -645,5 +903,58 @@ mod tests {
         );
         assert_eq!(world.run(at(500))["a"].len(), 3);
         assert!(!told.contains_key("d"));
+    }
+
+    #[test]
+    fn a_planner_that_kept_its_memory_tells_what_one_reading_the_store_tells() {
+        let world = World::new(true);
+        world.deliver(&[firing("fp1", "vpn", at(0))], at(0));
+        world.deliver(&[firing("fp2", "email", at(5))], at(5));
+        let told = world.run(at(40));
+        assert_eq!(told.len(), 4, "{told:?}");
+        // The summary changes on a repeated delivery, and fp2 resolves.
+        let mut repeated = firing("fp1", "vpn", at(0));
+        repeated.summary = "VPN gateway down in Paris".into();
+        let mut resolved = firing("fp2", "email", at(5));
+        resolved.status = AlertStatus::Resolved;
+        resolved.ends_at = Some(at(50));
+        world.deliver(&[repeated, resolved], at(60));
+        let told = world.run(at(61));
+        assert_eq!(told["d"], ["disruption", "disruption_resolved"]);
+        assert_eq!(told["a"], ["disruption"]);
+        let kept: BTreeMap<String, Told> = world
+            .memory
+            .as_ref()
+            .map(|m| m.borrow().kept.as_ref().unwrap().told.clone())
+            .unwrap()
+            .into_iter()
+            .collect();
+        // What it kept is what is stored, which has the new summary.
+        assert_eq!(kept, told_of(&world.store));
+        let a = kept["a"].open.as_ref().unwrap();
+        assert!(
+            a.alerts
+                .values()
+                .any(|alert| alert.summary == "VPN gateway down in Paris"),
+            "{a:?}"
+        );
+
+        // A feed that overflowed is not trusted: the store is read again,
+        // and a resolution the feed dropped is still told (had the planner
+        // followed the stale firing states fed after it, it would not be).
+        let stale = world.store.alert(&world.connector, "fp1").unwrap().unwrap();
+        let mut resolved = firing("fp1", "vpn", at(0));
+        resolved.status = AlertStatus::Resolved;
+        resolved.ends_at = Some(at(70));
+        world.deliver(&[resolved], at(70));
+        world.feed.push(std::iter::repeat_n(stale, 100_001));
+        let told = world.run(at(71));
+        for customer in ["a", "b", "c"] {
+            assert_eq!(told[customer], ["disruption", "disruption_resolved"]);
+        }
+    }
+
+    fn told_of(store: &Store) -> BTreeMap<String, Told> {
+        told(store).unwrap()
     }
 }

@@ -244,42 +244,47 @@ impl Impact {
 /// Which customers alerts concern, for many alerts at once: what
 /// [`Impact::reaches`] answers, customer by customer, from two indexes
 /// built once, so a planner looking at every firing alert does not ask
-/// every customer about every alert.
-pub struct Reach<'a> {
-    impact: &'a Impact,
-    /// A CI or service (sys_id or name), as an install base names it → the
-    /// customers using it, as indices into the customers given.
-    users: HashMap<&'a str, Vec<usize>>,
+/// every customer about every alert. It owns its indexes, so a planner can
+/// keep it between runs.
+pub struct Reach {
+    /// A CI or service (sys_id or name) → the customers using it (by that
+    /// name or, for a CI's sys_id, by the CI's name), as indices into the
+    /// customers given.
+    users: HashMap<String, Vec<usize>>,
     /// A customer's id or account → the customers with the id of the one
     /// [`crate::config::customer::find`] gives for it.
-    named: HashMap<&'a str, Vec<usize>>,
+    named: HashMap<String, Vec<usize>>,
 }
 
 impl Impact {
     /// The indexes of [`Reach`] over `customers`.
-    pub fn reach<'a>(&'a self, customers: &'a [Customer]) -> Reach<'a> {
+    pub fn reach(&self, customers: &[Customer]) -> Reach {
         let mut by_id: HashMap<&str, Vec<usize>> = HashMap::new();
         for (i, customer) in customers.iter().enumerate() {
             by_id.entry(customer.id.as_str()).or_default().push(i);
         }
-        let mut users: HashMap<&str, Vec<usize>> = HashMap::new();
+        let mut users: HashMap<String, Vec<usize>> = HashMap::new();
         for (customer, usage) in &self.usage {
             let Some(indices) = by_id.get(customer.as_str()) else {
                 continue;
             };
             for (ci, service) in usage {
                 for used in ci.iter().chain(service) {
-                    let entry = users.entry(used.as_str()).or_default();
-                    for &i in indices {
-                        if !entry.contains(&i) {
-                            entry.push(i);
-                        }
-                    }
+                    add(users.entry(used.clone()).or_default(), indices);
                 }
             }
         }
+        // A target given by sys_id is used where its name is.
+        let by_name: Vec<(&String, Vec<usize>)> = self
+            .ci_names
+            .iter()
+            .filter_map(|(id, name)| Some((id, users.get(name)?.clone())))
+            .collect();
+        for (id, indices) in by_name {
+            add(users.entry(id.clone()).or_default(), &indices);
+        }
         // First customer in order wins, as with `find`.
-        let mut named: HashMap<&str, Vec<usize>> = HashMap::new();
+        let mut named: HashMap<String, Vec<usize>> = HashMap::new();
         for customer in customers {
             let names = [
                 Some(customer.id.as_str()),
@@ -287,20 +292,25 @@ impl Impact {
                 customer.billing_account.as_deref(),
             ];
             for name in names.into_iter().flatten() {
-                named.entry(name).or_insert_with(|| {
+                named.entry(name.to_string()).or_insert_with(|| {
                     by_id.get(customer.id.as_str()).cloned().unwrap_or_default()
                 });
             }
         }
-        Reach {
-            impact: self,
-            users,
-            named,
+        Reach { users, named }
+    }
+}
+
+/// Adds each of `indices` to `to` once.
+fn add(to: &mut Vec<usize>, indices: &[usize]) {
+    for &i in indices {
+        if !to.contains(&i) {
+            to.push(i);
         }
     }
 }
 
-impl Reach<'_> {
+impl Reach {
     /// The customers `alert` concerns, as indices into the customers given
     /// to [`Impact::reach`], in their order and each once: those for which
     /// [`Impact::reaches`] is true.
@@ -308,13 +318,9 @@ impl Reach<'_> {
         if let Some(named) = &alert.customer {
             return self.named.get(named.as_str()).cloned().unwrap_or_default();
         }
-        // A target is used when a customer names it, or its CI name.
         let mut out = Vec::new();
         for target in alert.ci.iter().chain(&alert.service) {
-            let names = std::iter::once(target.as_str()).chain(self.impact.ci_name(target));
-            for name in names {
-                out.extend(self.users.get(name).into_iter().flatten());
-            }
+            out.extend(self.users.get(target.as_str()).into_iter().flatten());
         }
         out.sort_unstable();
         out.dedup();

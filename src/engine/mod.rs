@@ -6,14 +6,15 @@
 //! processor is idempotent, so a crash in between replays a few entries
 //! harmlessly.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use chrono_tz::Tz;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::model::alert::AlertState;
 use crate::model::{Event, JournalEntry};
 pub mod changes;
 pub mod disruption;
@@ -58,10 +59,51 @@ impl Settings {
 pub struct Signals {
     /// After a catch-up that changed ITSM records.
     pub applied: watch::Sender<()>,
-    /// Which kinds of ITSM record changed.
-    pub changed: ChangedKinds,
+    /// Which kinds of ITSM record changed: one set per processor that
+    /// follows them.
+    pub changed: Vec<ChangedKinds>,
     /// After a catch-up in which alerts fired or resolved.
     pub alerted: watch::Sender<()>,
+    /// The alerts that fired, resolved or were refreshed, for the
+    /// disruption planner.
+    pub alerts: AlertFeed,
+}
+
+/// Alerts whose state changed, in the order they were applied, from the
+/// engine to a processor that keeps the firing alerts in memory between
+/// runs. If the processor falls far behind, the feed stops holding alerts
+/// and says so once: the processor then reads the store again.
+#[derive(Debug, Clone, Default)]
+pub struct AlertFeed(Arc<Mutex<Fed>>);
+
+#[derive(Debug, Default)]
+struct Fed {
+    alerts: Vec<AlertState>,
+    overflowed: bool,
+}
+
+impl AlertFeed {
+    /// Alerts held at most before the feed gives up.
+    const CAPACITY: usize = 100_000;
+
+    pub fn push(&self, alerts: impl IntoIterator<Item = AlertState>) {
+        let mut fed = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if fed.overflowed {
+            return;
+        }
+        fed.alerts.extend(alerts);
+        if fed.alerts.len() > Self::CAPACITY {
+            fed.alerts = Vec::new();
+            fed.overflowed = true;
+        }
+    }
+
+    /// The alerts fed since the last take, or `None` if some were dropped.
+    pub fn take(&self) -> Option<Vec<AlertState>> {
+        let mut fed = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let Fed { alerts, overflowed } = std::mem::take(&mut *fed);
+        (!overflowed).then_some(alerts)
+    }
 }
 
 /// The kinds of ITSM record changed since a processor last looked: one bit
@@ -131,6 +173,7 @@ pub async fn run(
         applied,
         changed,
         alerted,
+        alerts: feed,
     } = signals;
     let alerted = Arc::new(alerted);
     let mut last_trim = tokio::time::Instant::now();
@@ -147,14 +190,16 @@ pub async fn run(
             current = latest;
         }
         let telling = alerted.clone();
-        match catch_up_telling(&store, settings.clone(), move || {
+        let feeding = feed.clone();
+        match catch_up_telling(&store, settings.clone(), move |alerts| {
+            feeding.push(alerts);
             telling.send_replace(());
         })
         .await
         {
             Ok(caught_up) => {
                 if caught_up.itsm_changed > 0 {
-                    changed.mark(caught_up.kinds);
+                    changed.iter().for_each(|c| c.mark(caught_up.kinds));
                     applied.send_replace(());
                 }
             }
@@ -215,16 +260,17 @@ pub struct CaughtUp {
 
 /// Applies every durable entry after the stored position.
 pub async fn catch_up(store: &Store, settings: Arc<Settings>) -> Result<CaughtUp, StoreError> {
-    catch_up_telling(store, settings, || {}).await
+    catch_up_telling(store, settings, |_| {}).await
 }
 
-/// [`catch_up`], calling `alerted` after each batch in which alerts fired
-/// or resolved: under a steady stream of webhooks a catch-up lasts as long
-/// as the stream, and disruption notices must not wait for its end.
+/// [`catch_up`], giving `alerted` the alerts of each batch in which alerts
+/// fired, resolved or were refreshed: under a steady stream of webhooks a
+/// catch-up lasts as long as the stream, and disruption notices must not
+/// wait for its end.
 async fn catch_up_telling(
     store: &Store,
     settings: Arc<Settings>,
-    alerted: impl Fn() + Send + 'static,
+    alerted: impl Fn(Vec<AlertState>) + Send + 'static,
 ) -> Result<CaughtUp, StoreError> {
     let store = store.clone();
     tokio::task::spawn_blocking(move || {
@@ -238,11 +284,11 @@ async fn catch_up_telling(
             let (applied, alerts) = apply(&store, &settings, &entries)?;
             total.itsm_changed += applied.changed;
             total.kinds |= applied.kinds;
-            total.alerts_changed += alerts;
+            total.alerts_changed += alerts.changes.len();
             store.set_engine_position(last)?;
             total.entries += entries.len();
-            if alerts > 0 {
-                alerted();
+            if !alerts.noticeable.is_empty() {
+                alerted(alerts.noticeable);
             }
         }
     })
@@ -251,13 +297,12 @@ async fn catch_up_telling(
 }
 
 /// The pipeline: every processor, in order, over one batch of entries;
-/// returns what happened to the ITSM records, and how many alerts fired or
-/// resolved.
+/// returns what happened to the ITSM records and to the alerts.
 fn apply(
     store: &Store,
     settings: &Settings,
     entries: &[JournalEntry],
-) -> Result<(crate::store::Applied, usize), StoreError> {
+) -> Result<(crate::store::Applied, crate::store::alerts::AlertsApplied), StoreError> {
     let itsm = entries.iter().filter_map(|e| match &e.event {
         Event::Itsm(record) => Some(record),
         Event::Alert(_) | Event::Feedback(_) => None,
@@ -303,7 +348,7 @@ fn apply(
             }
         }
     }
-    Ok((applied, alerts.changes.len()))
+    Ok((applied, alerts))
 }
 
 /// Why a notice planner (maintenance, disruption) could not plan.

@@ -5,7 +5,7 @@
 //!   processors read the firing alerts without scanning every alert ever
 //!   received. Both are written in one batch.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 
@@ -42,6 +42,10 @@ fn decode(key: &[u8], bytes: &[u8]) -> Result<AlertState, StoreError> {
 pub struct AlertsApplied {
     /// Alerts whose status changed, with what happened, in order.
     pub changes: Vec<(AlertState, AlertChange)>,
+    /// The state after the batch of each alert that fired or resolved in
+    /// it, or whose summary or severity changed: everything a notice says
+    /// about an alert.
+    pub noticeable: Vec<AlertState>,
     /// Deliveries that repeated a known state or were older than it.
     pub unchanged: usize,
 }
@@ -82,6 +86,7 @@ impl Store {
     ) -> Result<AlertsApplied, StoreError> {
         let tree = &self.alerts;
         let mut states: HashMap<Vec<u8>, AlertState> = HashMap::new();
+        let mut noticeable = HashSet::new();
         let mut applied = AlertsApplied::default();
         for (connector, received, event) in deliveries {
             let k = key(connector, &event.source_id);
@@ -94,8 +99,17 @@ impl Store {
             match change {
                 AlertChange::Fired | AlertChange::Resolved => {
                     applied.changes.push((next.clone(), change));
+                    noticeable.insert(k.clone());
                 }
-                AlertChange::Repeated | AlertChange::Ignored => applied.unchanged += 1,
+                AlertChange::Repeated => {
+                    applied.unchanged += 1;
+                    if states.get(&k).is_some_and(|before| {
+                        before.summary != next.summary || before.severity != next.severity
+                    }) {
+                        noticeable.insert(k.clone());
+                    }
+                }
+                AlertChange::Ignored => applied.unchanged += 1,
             }
             states.insert(k, next);
         }
@@ -104,6 +118,10 @@ impl Store {
         if states.is_empty() {
             return Ok(applied);
         }
+        applied.noticeable = noticeable
+            .iter()
+            .filter_map(|k| states.get(k).cloned())
+            .collect();
         let mut batch = sled::Batch::default();
         for (k, state) in states {
             let bytes = serde_json::to_vec(&state)
