@@ -208,11 +208,14 @@ impl Reconciler {
                 break;
             };
             for entry in entries.iter().filter(|e| e.seq <= target) {
-                // Most alerts are on hosts already known to be monitored:
-                // they change nothing, and need no read of their state.
+                // Most alerts are on hosts already known to be monitored,
+                // or on no host at all: they change nothing, and need no
+                // read of their state.
                 if let Event::Alert(alert) = &entry.event
-                    && let Some(ci) = &alert.ci
-                    && index.monitors(entry.connector.as_str(), ci)
+                    && alert
+                        .ci
+                        .as_ref()
+                        .is_none_or(|ci| index.monitors(entry.connector.as_str(), ci))
                 {
                     continue;
                 }
