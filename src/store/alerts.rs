@@ -37,6 +37,40 @@ fn decode(key: &[u8], bytes: &[u8]) -> Result<AlertState, StoreError> {
     })
 }
 
+/// The states of the alerts applied last, so an alert delivered again
+/// soon (sources repeat firing alerts, and a resolution follows its
+/// firing) is not read and decoded from the tree again: most of applying
+/// an alert was that read, a page of the tree pulled back from disk when
+/// the sled cache holds other trees. Two generations bound the memory:
+/// when the newer is full it replaces the older, so alerts used since
+/// stay.
+#[derive(Debug, Default)]
+pub struct Recent {
+    newer: HashMap<Vec<u8>, AlertState>,
+    older: HashMap<Vec<u8>, AlertState>,
+}
+
+impl Recent {
+    /// Alerts in one generation (a few in tests, to see them roll over).
+    const GENERATION: usize = if cfg!(test) { 64 } else { 16_384 };
+
+    fn get(&mut self, key: &[u8]) -> Option<AlertState> {
+        if let Some(state) = self.newer.get(key) {
+            return Some(state.clone());
+        }
+        let state = self.older.remove(key)?;
+        self.put(key.to_vec(), state.clone());
+        Some(state)
+    }
+
+    fn put(&mut self, key: Vec<u8>, state: AlertState) {
+        self.newer.insert(key, state);
+        if self.newer.len() >= Self::GENERATION {
+            self.older = std::mem::take(&mut self.newer);
+        }
+    }
+}
+
 /// What applying a batch of deliveries did.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct AlertsApplied {
@@ -85,15 +119,23 @@ impl Store {
         deliveries: impl IntoIterator<Item = (&'a ConnectorName, DateTime<Utc>, &'a AlertEvent)>,
     ) -> Result<AlertsApplied, StoreError> {
         let tree = &self.alerts;
+        let mut recent = self
+            .recent_alerts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut states: HashMap<Vec<u8>, AlertState> = HashMap::new();
         let mut noticeable = HashSet::new();
         let mut applied = AlertsApplied::default();
         for (connector, received, event) in deliveries {
             let k = key(connector, &event.source_id);
-            if !states.contains_key(&k)
-                && let Some(bytes) = tree.get(&k)?
-            {
-                states.insert(k.clone(), decode(&k, &bytes)?);
+            if !states.contains_key(&k) {
+                let known = match recent.get(&k) {
+                    Some(state) => Some(state),
+                    None => tree.get(&k)?.map(|bytes| decode(&k, &bytes)).transpose()?,
+                };
+                if let Some(state) = known {
+                    states.insert(k.clone(), state);
+                }
             }
             let (next, change) = AlertState::apply(states.get(&k), connector, event, received);
             match change {
@@ -123,16 +165,20 @@ impl Store {
             .filter_map(|k| states.get(k).cloned())
             .collect();
         let mut batch = sled::Batch::default();
-        for (k, state) in states {
-            let bytes = serde_json::to_vec(&state)
+        for (k, state) in &states {
+            let bytes = serde_json::to_vec(state)
                 .map_err(|source| StoreError::Encode { tree: TREE, source })?;
             match state.status {
-                AlertStatus::Firing => batch.insert(firing_key(&k), &[]),
-                AlertStatus::Resolved => batch.remove(firing_key(&k)),
+                AlertStatus::Firing => batch.insert(firing_key(k), &[]),
+                AlertStatus::Resolved => batch.remove(firing_key(k)),
             }
-            batch.insert(k, bytes);
+            batch.insert(k.as_slice(), bytes);
         }
         tree.apply_batch(batch)?;
+        // Only what the tree now holds.
+        for (k, state) in states {
+            recent.put(k, state);
+        }
         Ok(applied)
     }
 
@@ -156,5 +202,77 @@ impl Store {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(id: &str, status: AlertStatus) -> AlertEvent {
+        AlertEvent {
+            source_id: id.into(),
+            status,
+            service: Some("vpn".into()),
+            ci: None,
+            customer: None,
+            severity: None,
+            summary: format!("{id} down"),
+            starts_at: Some("2026-11-22T10:00:00Z".parse().unwrap()),
+            ends_at: None,
+        }
+    }
+
+    #[test]
+    fn the_recent_states_keep_the_alerts_used_since_the_older_generation_went() {
+        let mut recent = Recent::default();
+        let state = |id: &str| {
+            AlertState::apply(
+                None,
+                &"mon".parse().unwrap(),
+                &event(id, AlertStatus::Firing),
+                Utc::now(),
+            )
+            .0
+        };
+        recent.put(b"kept".to_vec(), state("kept"));
+        recent.put(b"dropped".to_vec(), state("dropped"));
+        // Two generations roll over; "kept" is used once in each.
+        for i in 0..2 * Recent::GENERATION {
+            recent.put(format!("a{i}").into_bytes(), state("a"));
+            if i % Recent::GENERATION == Recent::GENERATION - 10 {
+                assert!(recent.get(b"kept").is_some(), "at {i}");
+            }
+        }
+        assert!(recent.get(b"kept").is_some());
+        assert!(recent.get(b"dropped").is_none());
+    }
+
+    #[test]
+    fn an_alert_no_longer_among_the_recent_states_is_read_from_the_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let connector: ConnectorName = "mon".parse().unwrap();
+        let now = Utc::now();
+        let apply = |events: &[AlertEvent]| {
+            store
+                .apply_alerts(events.iter().map(|e| (&connector, now, e)))
+                .unwrap()
+        };
+        apply(&[event("first", AlertStatus::Firing)]);
+        let others: Vec<AlertEvent> = (0..2 * Recent::GENERATION)
+            .map(|i| event(&format!("other-{i}"), AlertStatus::Firing))
+            .collect();
+        apply(&others);
+        let applied = apply(&[event("first", AlertStatus::Resolved)]);
+        assert_eq!(applied.changes.len(), 1);
+        assert_eq!(applied.changes[0].1, AlertChange::Resolved);
+        // And one just applied is read from the recent states alike.
+        let applied = apply(&[event("other-7", AlertStatus::Resolved)]);
+        assert_eq!(applied.changes[0].1, AlertChange::Resolved);
+        assert_eq!(
+            store.firing_alerts().unwrap().len(),
+            2 * Recent::GENERATION - 1
+        );
     }
 }

@@ -88,6 +88,8 @@ pub struct Store {
     meta: sled::Tree,
     outbox: sled::Tree,
     alerts: sled::Tree,
+    /// The states of the alerts applied last, shared by every clone.
+    recent_alerts: std::sync::Arc<std::sync::Mutex<alerts::Recent>>,
     sip: sip::SipTree,
 }
 
@@ -107,6 +109,7 @@ impl Store {
             meta: db.open_tree("meta")?,
             outbox: db.open_tree(outbox::TREE)?,
             alerts: db.open_tree(alerts::TREE)?,
+            recent_alerts: Default::default(),
             sip: sip::SipTree::new(db.open_tree(sip::TREE)?),
             db,
             path,
