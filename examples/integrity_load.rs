@@ -10,7 +10,14 @@
 //! - incremental reconciliations after one record changed: one
 //!   subscription cancelled (an issue raised), then restored (resolved);
 //! - twice, the scheduled full reconciliation, which evaluates every rule
-//!   over the index the daemon kept instead of building it from the store.
+//!   over the index the daemon kept instead of building it from the store;
+//! - writing the index's snapshot (as the daemon does after a full run);
+//!
+//! then, once subscriptions have changed through the journal (one of them
+//! cancelled), in another fresh process, what the daemon does at start: a
+//! full reconciliation from the snapshot (read it, follow the journal from
+//! its position, every rule), checked against the disagreements planted
+//! and the one cancelled, then saving the index again.
 //!
 //! `--fill-only DIR` fills a store and keeps it, to measure copies of it
 //! with `--measure DIR` (a run changes the store).
@@ -22,6 +29,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -29,9 +37,12 @@ use chrono::{DateTime, Utc};
 use clap::Parser;
 
 use csmd::engine::integrity::Reconciler;
+use csmd::engine::integrity::index::snapshot;
+use csmd::metrics::Metrics;
 use csmd::model::itsm::{Account, BillingAccount, Ci, InstallBaseItem, ItsmRecord, Subscription};
-use csmd::model::{AlertEvent, AlertStatus, ConnectorName};
+use csmd::model::{AlertEvent, AlertStatus, ConnectorName, Event};
 use csmd::store::Store;
+use csmd::store::journal::{Append, Journal};
 
 mod common;
 
@@ -46,7 +57,9 @@ const CUSTOMERS: usize = 1000;
 const EVERY: usize = 1000;
 
 #[derive(Parser, Debug)]
-#[command(about = "Measure a full and an incremental data-integrity reconciliation")]
+#[command(
+    about = "Measure a full and an incremental data-integrity reconciliation, and a start from the saved index"
+)]
 struct Args {
     /// CIs, install-base items and subscriptions (one each per CI).
     #[arg(long, default_value_t = 1_000_000)]
@@ -54,9 +67,17 @@ struct Args {
     /// Monitored hosts (alerts), most of them CMDB CIs.
     #[arg(long, default_value_t = 200_000)]
     monitored: usize,
+    /// Subscriptions changed through the journal after the snapshot is
+    /// written, for the start from the snapshot to follow.
+    #[arg(long, default_value_t = 10_000)]
+    journaled: usize,
     /// Internal: measure the store in this directory.
     #[arg(long, hide = true)]
     measure: Option<PathBuf>,
+    /// Internal: measure a start from the snapshot beside the store in
+    /// this directory.
+    #[arg(long, hide = true)]
+    restart: Option<PathBuf>,
     /// Only fill a store in this (new) directory and keep it, to measure
     /// it later with `--measure` (on a copy: a run changes the store).
     #[arg(long)]
@@ -69,10 +90,11 @@ fn now() -> DateTime<Utc> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let result = match (&args.measure, &args.fill_only) {
-        (Some(dir), _) => measure(dir, &args),
-        (None, Some(dir)) => fill(dir, &args).map(|()| true),
-        (None, None) => prepare_and_measure(&args),
+    let result = match (&args.restart, &args.measure, &args.fill_only) {
+        (Some(dir), _, _) => restart(dir, &args),
+        (None, Some(dir), _) => measure(dir, &args),
+        (None, None, Some(dir)) => fill(dir, &args).map(|()| true),
+        (None, None, None) => prepare_and_measure(&args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -96,15 +118,27 @@ fn prepare_and_measure(args: &Args) -> anyhow::Result<bool> {
         args.items,
         args.monitored
     );
+    in_fresh_process(args, "--measure", dir.path())
+}
+
+/// Runs this benchmark in a fresh process (so that its peak RSS is the
+/// phase's own) with `phase` on the store in `dir`.
+fn in_fresh_process(args: &Args, phase: &str, dir: &Path) -> anyhow::Result<bool> {
     let status = std::process::Command::new(std::env::current_exe()?)
         .arg("--items")
         .arg(args.items.to_string())
         .arg("--monitored")
         .arg(args.monitored.to_string())
-        .arg("--measure")
-        .arg(dir.path())
+        .arg("--journaled")
+        .arg(args.journaled.to_string())
+        .arg(phase)
+        .arg(dir)
         .status()?;
     Ok(status.success())
+}
+
+fn snapshot_path(dir: &Path) -> PathBuf {
+    dir.join(snapshot::FILE_NAME)
 }
 
 fn store_dir(dir: &Path) -> PathBuf {
@@ -268,13 +302,7 @@ fn measure(dir: &Path, args: &Args) -> anyhow::Result<bool> {
     let full = started.elapsed();
     let rss = peak_rss_mb()?;
 
-    // Each of the four planted kinds once per EVERY CIs, and the unknown
-    // hosts.
-    let expected_items = (0..args.items)
-        .filter(|n| (1..=4).contains(&(n % EVERY)))
-        .count();
-    let expected_unknown = (0..args.monitored).filter(|m| m % EVERY == 5).count();
-    let expected = expected_items + expected_unknown;
+    let expected = planted(args);
     if done.findings != expected {
         bail!(
             "the full run found {} issues, {expected} were planted",
@@ -318,6 +346,14 @@ fn measure(dir: &Path, args: &Args) -> anyhow::Result<bool> {
     }
     let rss_end = peak_rss_mb()?;
 
+    // What the daemon does after a full run.
+    let started = Instant::now();
+    let written = reconciler
+        .write_snapshot(&store, &snapshot_path(dir))?
+        .context("no index to save")?;
+    let write = started.elapsed();
+    let rss_written = peak_rss_mb()?;
+
     println!(
         "full reconciliation from a cold store (index built from the store): {:.2} s for {} CIs, {} install-base items, {} subscriptions, {} monitored hosts; {} findings",
         full.as_secs_f64(),
@@ -344,6 +380,11 @@ fn measure(dir: &Path, args: &Args) -> anyhow::Result<bool> {
             took.as_secs_f64()
         );
     }
+    println!(
+        "wrote the index's snapshot: {:.2} s, {:.1} MB (peak RSS after: {rss_written:.0} MB)",
+        write.as_secs_f64(),
+        written as f64 / 1e6
+    );
     let worst = incremental
         .iter()
         .map(|(t, _)| *t)
@@ -360,5 +401,114 @@ fn measure(dir: &Path, args: &Args) -> anyhow::Result<bool> {
         TARGET_INCREMENTAL.as_millis(),
         verdict(worst <= TARGET_INCREMENTAL),
     );
+
+    // Then, with the daemon stopped, subscriptions change through the
+    // journal, and it starts again from the snapshot.
+    journal_changes(&store, args)?;
+    drop(store);
+    in_fresh_process(args, "--restart", dir)
+}
+
+/// `--journaled` subscriptions of CIs without a planted disagreement sent
+/// again through the journal, the first of them (CI 20) cancelled, and
+/// applied by the engine.
+fn journal_changes(store: &Store, args: &Args) -> anyhow::Result<()> {
+    let at = now() + chrono::Duration::minutes(5);
+    let events: Vec<Event> = (20..args.items)
+        .filter(|n| !(1..=4).contains(&(n % EVERY)))
+        .take(args.journaled)
+        .map(|n| {
+            let status = if n == 20 { "cancelled" } else { "active" };
+            Event::Itsm(subscription(n, n % CUSTOMERS, status, at))
+        })
+        .collect();
+    let journaled = events.len();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let (journal, committer) =
+            Journal::start(store, Arc::new(Metrics::new()), Duration::from_secs(3600))?;
+        for chunk in events.chunks(1000) {
+            journal
+                .append(Append {
+                    connector: "billing".parse()?,
+                    delivery_id: None,
+                    events: chunk.to_vec(),
+                    cursor: None,
+                })
+                .await?;
+        }
+        csmd::engine::catch_up(store, Default::default()).await?;
+        drop(journal);
+        committer
+            .join()
+            .map_err(|_| anyhow::anyhow!("the journal's committer panicked"))?;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    store.flush()?;
+    println!("then {journaled} subscriptions changed through the journal (one cancelled)");
+    Ok(())
+}
+
+/// A start from the snapshot: read it, follow the journal, every rule.
+fn restart(dir: &Path, args: &Args) -> anyhow::Result<bool> {
+    tracing_subscriber::fmt()
+        .with_env_filter("csmd=info")
+        .with_writer(std::io::stderr)
+        .init();
+    let config = csmd::config::load(&dir.join("csmd.toml"))
+        .map_err(|d| anyhow::anyhow!("benchmark configuration: {d}"))?;
+    let store = Store::open(&store_dir(dir))?;
+    let rss_open = peak_rss_mb()?;
+    let mut reconciler = Reconciler::with_snapshot(snapshot_path(dir));
+    let started = Instant::now();
+    let done = reconciler.resume(&store, &config, now() + chrono::Duration::minutes(6))?;
+    let took = started.elapsed();
+    let rss = peak_rss_mb()?;
+    // Then the daemon saves what it followed.
+    let started = Instant::now();
+    reconciler.save(&store);
+    let saved = started.elapsed();
+    let rss_saved = peak_rss_mb()?;
+    // The planted disagreements, and CI 20 no longer billed.
+    let expected = planted(args) + 1;
+    if done.rebuilt || done.findings != expected || (done.raised, done.resolved) != (1, 0) {
+        bail!(
+            "the start from the snapshot (rebuilt: {}) found {} issues (raised {}, resolved {}), expected {expected} (raised 1)",
+            done.rebuilt,
+            done.findings,
+            done.raised,
+            done.resolved
+        );
+    }
+    println!(
+        "full reconciliation from the snapshot (read it, follow the journal, every rule): {:.2} s; {} findings",
+        took.as_secs_f64(),
+        done.findings
+    );
+    println!(
+        "saving the index again afterwards: {:.2} s",
+        saved.as_secs_f64()
+    );
+    println!(
+        "peak RSS: {rss:.0} MB after the run, {rss_saved:.0} MB after saving (after opening the store: {rss_open:.0} MB)"
+    );
+    let verdict = |met: bool| if met { "met" } else { "MISSED" };
+    println!(
+        "targets: full from the snapshot ≤ {} s: {}; peak RSS ≤ {TARGET_RSS_MB:.0} MB: {}",
+        TARGET_FULL.as_secs(),
+        verdict(took <= TARGET_FULL),
+        verdict(rss_saved <= TARGET_RSS_MB),
+    );
     Ok(true)
+}
+
+/// The issues planted: each of the four kinds once per `EVERY` CIs, and
+/// the unknown hosts.
+fn planted(args: &Args) -> usize {
+    let items = (0..args.items)
+        .filter(|n| (1..=4).contains(&(n % EVERY)))
+        .count();
+    items + (0..args.monitored).filter(|m| m % EVERY == 5).count()
 }

@@ -178,6 +178,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     tasks.spawn(engine::integrity::run(
         state.store.clone(),
         move || reconciling.config.load_full(),
+        data_dir.join(engine::integrity::index::snapshot::FILE_NAME),
         state.metrics.clone(),
         applied.clone(),
         alerted.clone(),

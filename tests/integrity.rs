@@ -3,7 +3,8 @@
 //! one "Data Integrity" ticket; once the CI is in the CMDB the issue is
 //! resolved and its ticket noted and resolved. The ticket is created once,
 //! even when the daemon is killed between the instance creating it and csmd
-//! storing its id.
+//! storing its id. A restarted daemon reads back the index it saved instead
+//! of building it from the store, and follows what arrived since.
 
 mod common;
 mod itsm;
@@ -282,5 +283,49 @@ async fn killing_the_daemon_between_ticket_create_and_store_never_opens_a_second
         "the same ticket after the restart"
     );
     assert_eq!(issue["occurrences"], 1);
+    daemon.kill9();
+}
+
+#[tokio::test]
+async fn a_restarted_daemon_reads_the_index_it_saved_and_follows_what_changed_since() {
+    common::install_crypto();
+    let sn = instance().await;
+    let mut config = config(&sn).on_free_port();
+    config.write();
+    let mut daemon = Daemon::start(&mut config, &[]).await;
+    itsm::first_sync(&daemon.api).await;
+    alert(&daemon.api, "mystery-01").await;
+    let raised = wait_for_status(&daemon.api, KEY, "ticketed").await;
+    daemon.signal(libc::SIGTERM);
+    let status = daemon.wait_exit(PATIENCE).await;
+    assert!(status.success(), "{status}:\n{}", daemon.log());
+    let snapshot = config
+        .data_dir()
+        .join(csmd::engine::integrity::index::snapshot::FILE_NAME);
+    let log = daemon.log();
+    assert!(snapshot.exists(), "{log}");
+    assert_eq!(
+        log.matches("Saved the data-integrity index").count(),
+        2,
+        "saved after the first full run and at shutdown:\n{log}"
+    );
+
+    // While csmd is stopped, the host is registered in the CMDB.
+    sn.insert(
+        "cmdb_ci",
+        json!({"name": "mystery-01", "install_status": "1", "sys_updated_on": itsm::at(2)}),
+    );
+    let mut daemon = Daemon::start(&mut config, &[]).await;
+    let log = daemon
+        .wait_for_log("Read the data-integrity index from its snapshot")
+        .await;
+    assert!(
+        !log.contains("Building the data-integrity index from the store"),
+        "{log}"
+    );
+    itsm::sync_now(&daemon.api).await;
+    let resolved = wait_for_status(&daemon.api, KEY, "resolved").await;
+    assert_eq!(resolved["ticket"], raised["ticket"]);
+    assert_eq!(resolved["occurrences"], 1);
     daemon.kill9();
 }

@@ -29,6 +29,9 @@ pub const SCHEMA_VERSION: u32 = 2;
 
 const SCHEMA_KEY: &[u8] = b"schema_version";
 
+/// The store's random identity ([`Store::id`]).
+const STORE_ID_KEY: &[u8] = b"store_id";
+
 /// Every tree of the store besides the ITSM records' ([`RECORD_TREES`]).
 /// Trees without accessors yet are opened so the on-disk layout is complete
 /// from the first version.
@@ -200,6 +203,30 @@ impl Store {
         }
         self.journal.apply_batch(batch)?;
         Ok(removed)
+    }
+
+    /// The store's identity: random, given the first time it is asked for
+    /// (and kept by `csmd store export` and `import`), so that what is
+    /// saved beside a store for it, such as the integrity index's
+    /// snapshot, is never read with another store that reached the same
+    /// journal position.
+    pub fn id(&self) -> Result<u128, StoreError> {
+        let parse = |bytes: &[u8]| <[u8; 16]>::try_from(bytes).ok().map(u128::from_be_bytes);
+        if let Some(id) = self.meta.get(STORE_ID_KEY)?.as_deref().and_then(parse) {
+            return Ok(id);
+        }
+        let fresh = rand::random::<u128>().to_be_bytes();
+        let id = self
+            .meta
+            .update_and_fetch(STORE_ID_KEY, |old| match old {
+                Some(old) if parse(old).is_some() => Some(old.to_vec()),
+                _ => Some(fresh.to_vec()),
+            })?
+            .as_deref()
+            .and_then(parse)
+            .unwrap_or(u128::from_be_bytes(fresh));
+        self.meta.flush()?;
+        Ok(id)
     }
 
     pub fn journal_entry(&self, seq: u64) -> Result<Option<JournalEntry>, StoreError> {

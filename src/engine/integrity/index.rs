@@ -5,7 +5,8 @@
 //!
 //! Built once by streaming every tree ([`build`]), then kept up to date
 //! record by record, so an incremental reconciliation touches only what
-//! changed.
+//! changed; saved beside the store ([`snapshot`]) so a restart need not
+//! build it again.
 //!
 //! It is meant to hold a million CIs in a few hundred megabytes: each
 //! name is kept once and things are numbered ([`ThingId`]); record ids
@@ -15,6 +16,7 @@
 //! rebuild, but is empty, and empty things find nothing.
 
 pub mod build;
+pub mod snapshot;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;

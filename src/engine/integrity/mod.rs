@@ -10,11 +10,14 @@
 //! - seen again after that, it is raised again: its ticket reopened, or a
 //!   new one, as `[integrity] reopen` says.
 //!
-//! A full run evaluates every rule over everything. At start and after a
-//! configuration reload it builds the index from the store; on the
-//! `[schedules] reconciliation` cron it uses the index kept since, once
-//! that has followed the journal (and builds it again when following could
-//! leave it different from a rebuilt one, see [`Index::needs_rebuild`]).
+//! A full run evaluates every rule over everything, over an index that has
+//! followed the journal: at start, the one saved beside the store
+//! ([`index::snapshot`]) after the last full run; after a configuration
+//! reload and on the `[schedules] reconciliation` cron, the one kept since.
+//! It builds the index from the store instead when there is none that
+//! matches the store and configuration, when the journal no longer holds
+//! what the index has not read, or when following could leave it
+//! different from a rebuilt one (see [`Index::needs_rebuild`]).
 //! In between, each run follows the journal from where the last one
 //! stopped and evaluates only the CIs, services and changes whose records
 //! arrived. Issues and their queued tickets change in one
@@ -28,6 +31,8 @@ pub mod rules;
 mod tests;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
@@ -40,7 +45,8 @@ use crate::model::itsm::ItsmWrite;
 use crate::model::{Event, JournalEntry};
 use crate::store::outbox::StateChange;
 use crate::store::tickets::TicketWrite;
-use crate::store::{Store, StoreError};
+use crate::store::{SCHEMA_VERSION, Store, StoreError};
+use index::snapshot::{self, Fingerprint, Origin, SnapshotError};
 use index::{Changed, Index, Touched};
 use rules::Checking;
 
@@ -48,6 +54,8 @@ use rules::Checking;
 pub enum IntegrityError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("cannot save the index: {0}")]
+    Snapshot(#[from] SnapshotError),
     #[error("cannot encode an issue: {0}")]
     Encode(#[from] serde_json::Error),
 }
@@ -68,6 +76,9 @@ const BATCH: usize = 1000;
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct Reconciled {
     pub full: bool,
+    /// The index was built from the store (not kept, nor read from its
+    /// snapshot).
+    pub rebuilt: bool,
     /// Findings of this run.
     pub findings: usize,
     pub raised: usize,
@@ -76,23 +87,89 @@ pub struct Reconciled {
     pub writes: usize,
 }
 
-/// The reconciliation's memory between runs: the index and how far it has
-/// followed the journal.
+/// Why the index is built from the store.
+#[derive(Debug, thiserror::Error)]
+enum Rebuild {
+    #[error("no snapshot of the index is kept")]
+    NoSnapshot,
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    #[error("the snapshot is of journal position {snapshot}, the store is at {store}")]
+    StoreBehind { snapshot: u64, store: u64 },
+    #[error("the customers' accounts or install base changed")]
+    Configuration,
+    #[error("there is no index yet")]
+    NoIndex,
+    #[error("the journal no longer holds every entry the index has not read")]
+    JournalTrimmed,
+    #[error("an account changed")]
+    AccountChanged,
+    #[error("an update left the index other than a rebuild would make it")]
+    Diverged,
+}
+
+/// Where the index is saved, and the journal position of what is there.
+struct Snapshot {
+    path: PathBuf,
+    saved: Option<u64>,
+}
+
+/// The reconciliation's memory between runs: the index, how far it has
+/// followed the journal, and what of the configuration it was built from.
 #[derive(Default)]
 pub struct Reconciler {
     index: Option<Index>,
     position: u64,
+    built_for: Option<Fingerprint>,
     /// Pending issues' keys and when their grace ends.
     pending: HashMap<String, DateTime<Utc>>,
+    snapshot: Option<Snapshot>,
 }
 
 impl Reconciler {
+    /// A reconciler that keeps its index in memory only.
     pub fn new() -> Reconciler {
         Reconciler::default()
     }
 
-    /// Every rule over every record, from an index built from the store:
-    /// at start and after a configuration reload.
+    /// A reconciler that saves its index to `path` ([`Reconciler::save`])
+    /// and reads it back at start ([`Reconciler::resume`]).
+    pub fn with_snapshot(path: PathBuf) -> Reconciler {
+        Reconciler {
+            snapshot: Some(Snapshot { path, saved: None }),
+            ..Reconciler::default()
+        }
+    }
+
+    /// Every rule over every record, at start and after a configuration
+    /// reload: over the index kept since the last run, or else the one
+    /// saved beside the store, once it has followed the journal, when it
+    /// was built from the same customers' accounts and install base; over
+    /// an index built from the store otherwise.
+    pub fn resume(
+        &mut self,
+        store: &Store,
+        config: &Config,
+        now: DateTime<Utc>,
+    ) -> Result<Reconciled, IntegrityError> {
+        let configuration = Fingerprint::of(&config.customers);
+        let restored = if self.index.is_none() {
+            self.restore(store, configuration)?
+        } else if self.built_for != Some(configuration) {
+            Err(Rebuild::Configuration)
+        } else {
+            Ok(())
+        };
+        match restored {
+            Ok(()) => self.review(store, config, now),
+            Err(why) => {
+                tracing::info!(reason = %why, "Building the data-integrity index from the store");
+                self.full(store, config, now)
+            }
+        }
+    }
+
+    /// Every rule over every record, from an index built from the store.
     pub fn full(
         &mut self,
         store: &Store,
@@ -102,9 +179,17 @@ impl Reconciler {
         // Entries after this are read again by the next incremental run:
         // applying a record twice to the index changes nothing.
         let position = store.engine_position()?;
+        // Two indexes at once would double the peak memory.
+        self.index = None;
+        if let Some(snapshot) = &mut self.snapshot {
+            snapshot.saved = None;
+        }
         self.index = Some(Index::build(store, &config.customers)?);
         self.position = position;
-        self.every_rule(store, config, now)
+        self.built_for = Some(Fingerprint::of(&config.customers));
+        let mut done = self.every_rule(store, config, now)?;
+        done.rebuilt = true;
+        Ok(done)
     }
 
     /// Every rule over every record, from the index kept since the last
@@ -118,16 +203,127 @@ impl Reconciler {
         config: &Config,
         now: DateTime<Utc>,
     ) -> Result<Reconciled, IntegrityError> {
-        let target = store.engine_position()?;
-        match self.follow(store, target)? {
-            Some(touched)
-                if !touched.everything
-                    && self.index.as_ref().is_some_and(|i| !i.needs_rebuild()) =>
-            {
-                self.every_rule(store, config, now)
+        match self.catch_up(store)? {
+            Ok(()) => self.every_rule(store, config, now),
+            Err(why) => {
+                tracing::info!(reason = %why, "Building the data-integrity index from the store");
+                self.full(store, config, now)
             }
-            _ => self.full(store, config, now),
         }
+    }
+
+    /// Follows the journal up to the engine's position; why the index must
+    /// be built from the store instead when it cannot.
+    fn catch_up(&mut self, store: &Store) -> Result<Result<(), Rebuild>, StoreError> {
+        let target = store.engine_position()?;
+        let Some(touched) = self.follow(store, target)? else {
+            return Ok(Err(match self.index {
+                None => Rebuild::NoIndex,
+                Some(_) => Rebuild::JournalTrimmed,
+            }));
+        };
+        Ok(if touched.everything {
+            Err(Rebuild::AccountChanged)
+        } else if self.index.as_ref().is_none_or(Index::needs_rebuild) {
+            Err(Rebuild::Diverged)
+        } else {
+            Ok(())
+        })
+    }
+
+    /// Reads the index saved beside the store, if it was built from this
+    /// store and `configuration` and the store has reached its position.
+    fn restore(
+        &mut self,
+        store: &Store,
+        configuration: Fingerprint,
+    ) -> Result<Result<(), Rebuild>, StoreError> {
+        let Some(snapshot) = &mut self.snapshot else {
+            return Ok(Err(Rebuild::NoSnapshot));
+        };
+        let origin = Origin {
+            store: store.id()?,
+            schema: SCHEMA_VERSION,
+            configuration,
+        };
+        let started = Instant::now();
+        let (index, position) = match snapshot::read(&snapshot.path, &origin) {
+            Ok(read) => read,
+            Err(e) => return Ok(Err(e.into())),
+        };
+        let reached = store.engine_position()?;
+        if position > reached {
+            return Ok(Err(Rebuild::StoreBehind {
+                snapshot: position,
+                store: reached,
+            }));
+        }
+        tracing::info!(
+            position,
+            took_ms = started.elapsed().as_millis() as u64,
+            "Read the data-integrity index from its snapshot"
+        );
+        snapshot.saved = Some(position);
+        self.index = Some(index);
+        self.position = position;
+        self.built_for = Some(configuration);
+        Ok(Ok(()))
+    }
+
+    /// Saves the index, if this reconciler keeps a snapshot, when it has
+    /// moved since it was last saved or read: after a full run and at
+    /// shutdown. A failure is logged; it only means that the next start
+    /// follows more of the journal, or builds the index from the store.
+    pub fn save(&mut self, store: &Store) {
+        let Some(snapshot) = &self.snapshot else {
+            return;
+        };
+        if snapshot.saved == Some(self.position) {
+            return;
+        }
+        let path = snapshot.path.clone();
+        let started = Instant::now();
+        match self.write_snapshot(store, &path) {
+            Ok(Some(bytes)) => {
+                tracing::info!(
+                    position = self.position,
+                    bytes,
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "Saved the data-integrity index"
+                );
+                if let Some(snapshot) = &mut self.snapshot {
+                    snapshot.saved = Some(self.position);
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(
+                error = %e,
+                path = %path.display(),
+                "Saving the data-integrity index failed"
+            ),
+        }
+    }
+
+    /// Writes the index, with the journal position it reflects, to `path`;
+    /// returns the file's size, or `None` when there is no index or it
+    /// differs from what a rebuild would make (a restart rebuilds it).
+    pub fn write_snapshot(
+        &self,
+        store: &Store,
+        path: &Path,
+    ) -> Result<Option<u64>, IntegrityError> {
+        let (Some(index), Some(configuration)) = (&self.index, self.built_for) else {
+            return Ok(None);
+        };
+        if index.needs_rebuild() {
+            return Ok(None);
+        }
+        let origin = Origin {
+            store: store.id()?,
+            schema: SCHEMA_VERSION,
+            configuration,
+        };
+        Ok(Some(snapshot::write(path, index, origin, self.position)?))
     }
 
     /// The rules over the whole index.
@@ -709,18 +905,23 @@ const CLOCK: std::time::Duration = std::time::Duration::from_secs(60);
 /// Reconciles until shutdown: in full at start, on the `[schedules]
 /// reconciliation` cron and after a configuration reload; incrementally
 /// after each journal catch-up (`applied`, `alerted`); the clock-driven
-/// rules every minute. `queued` is told how many ticket writes each run
-/// queued.
+/// rules every minute. The index is saved to `snapshot` after each full
+/// run (once its findings are stored) and at shutdown, and read back from
+/// it at start. `queued` is told
+/// how many ticket writes each run queued.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     store: Store,
     config: impl Fn() -> std::sync::Arc<Config> + Send,
+    snapshot: PathBuf,
     metrics: std::sync::Arc<crate::metrics::Metrics>,
     mut applied: tokio::sync::watch::Receiver<()>,
     mut alerted: tokio::sync::watch::Receiver<()>,
     queued: impl Fn(usize) + Send,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
-    let reconciler = std::sync::Arc::new(std::sync::Mutex::new(Reconciler::new()));
+    let reconciler =
+        std::sync::Arc::new(std::sync::Mutex::new(Reconciler::with_snapshot(snapshot)));
     let mut current: Option<std::sync::Arc<Config>> = None;
     let mut next_full: Option<DateTime<Utc>> = None;
     let mut last_clock = tokio::time::Instant::now();
@@ -746,7 +947,7 @@ pub async fn run(
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
                 let now = Utc::now();
                 let mut done = if reloaded {
-                    reconciler.full(&store, &config, now)?
+                    reconciler.resume(&store, &config, now)?
                 } else if scheduled {
                     reconciler.review(&store, &config, now)?
                 } else {
@@ -771,8 +972,10 @@ pub async fn run(
                         findings = done.findings,
                         raised = done.raised,
                         resolved = done.resolved,
+                        rebuilt = done.rebuilt,
                         "Full data-integrity reconciliation done"
                     );
+                    save(&reconciler, &store).await;
                 }
                 if done.writes > 0 {
                     queued(done.writes);
@@ -800,11 +1003,32 @@ pub async fn run(
         let until_full = next_full
             .and_then(|at| (at - Utc::now()).to_std().ok())
             .unwrap_or(CLOCK);
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            changed = applied.changed() => if changed.is_err() { return },
-            changed = alerted.changed() => if changed.is_err() { return },
-            _ = tokio::time::sleep(until_full.min(CLOCK)) => {}
+        let stop = tokio::select! {
+            _ = shutdown.cancelled() => true,
+            changed = applied.changed() => changed.is_err(),
+            changed = alerted.changed() => changed.is_err(),
+            _ = tokio::time::sleep(until_full.min(CLOCK)) => false,
+        };
+        if stop {
+            // What the index followed since its last full run need not be
+            // followed again at the next start.
+            save(&reconciler, &store).await;
+            return;
         }
+    }
+}
+
+/// Saves the index on the reconciler's blocking thread.
+async fn save(reconciler: &std::sync::Arc<std::sync::Mutex<Reconciler>>, store: &Store) {
+    let reconciler = reconciler.clone();
+    let store = store.clone();
+    let saving = move || {
+        reconciler
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .save(&store);
+    };
+    if let Err(e) = tokio::task::spawn_blocking(saving).await {
+        tracing::warn!(error = %e, "Saving the data-integrity index failed");
     }
 }

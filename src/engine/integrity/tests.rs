@@ -6,6 +6,8 @@ use std::path::Path;
 
 use chrono::{DateTime, Duration, Utc};
 
+mod snapshot;
+
 use super::index::Index;
 use super::rules::{self, Checking};
 use super::*;
