@@ -146,17 +146,7 @@ impl World {
 
     fn alert(&self, ci: &str) {
         let connector: ConnectorName = "monitoring".parse().unwrap();
-        let event = AlertEvent {
-            source_id: format!("fp-{ci}"),
-            status: AlertStatus::Firing,
-            service: None,
-            ci: Some(ci.into()),
-            customer: None,
-            severity: None,
-            summary: "down".into(),
-            starts_at: None,
-            ends_at: None,
-        };
+        let event = alert_on(ci);
         self.store
             .apply_alerts([(&connector, now(), &event)])
             .unwrap();
@@ -755,4 +745,19 @@ fn the_scheduled_full_run_finds_what_a_full_run_from_the_store_finds() {
     assert_eq!(warm.findings, cold.findings);
     assert_eq!((warm.raised, warm.resolved, warm.writes), (0, 0, 0));
     assert_eq!(first.findings, cold.findings);
+}
+
+/// A firing alert on host `ci`.
+fn alert_on(ci: &str) -> AlertEvent {
+    AlertEvent {
+        source_id: format!("fp-{ci}"),
+        status: AlertStatus::Firing,
+        service: None,
+        ci: Some(ci.into()),
+        customer: None,
+        severity: None,
+        summary: "down".into(),
+        starts_at: None,
+        ends_at: None,
+    }
 }

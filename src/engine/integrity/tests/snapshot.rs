@@ -171,20 +171,6 @@ async fn through_the_journal(store: &Store, events: Vec<Event>) {
     committer.join().unwrap();
 }
 
-fn alert_on(ci: &str) -> Event {
-    Event::Alert(AlertEvent {
-        source_id: format!("fp-{ci}"),
-        status: AlertStatus::Firing,
-        service: None,
-        ci: Some(ci.into()),
-        customer: None,
-        severity: None,
-        summary: "down".into(),
-        starts_at: None,
-        ends_at: None,
-    })
-}
-
 /// A reconciliation at start from the snapshot at `path`; checks that it
 /// finds what one over an index built from the store finds.
 /// Saves the index afterwards, as the daemon does.
@@ -240,7 +226,7 @@ async fn a_restart_reads_the_snapshot_and_follows_the_journal_from_there() {
         vec![
             Event::Itsm(later(subscription("sub-pe1", "ba-1", "pe1", "cancelled"))),
             Event::Itsm(later(subscription("sub-pe2", "ba-1", "PE2", "active"))),
-            alert_on("new-host"),
+            Event::Alert(alert_on("new-host")),
         ],
     )
     .await;
@@ -299,7 +285,7 @@ async fn a_snapshot_behind_a_trimmed_journal_is_rebuilt_from_the_store() {
         )))],
     )
     .await;
-    through_the_journal(&world.store, vec![alert_on("new-host")]).await;
+    through_the_journal(&world.store, vec![Event::Alert(alert_on("new-host"))]).await;
     // Entry 1, which the snapshot did not read, is gone.
     let trimmed = world
         .store
@@ -315,7 +301,7 @@ async fn a_snapshot_behind_a_trimmed_journal_is_rebuilt_from_the_store() {
 #[tokio::test]
 async fn a_snapshot_ahead_of_its_store_is_rebuilt_from_the_store() {
     let (world, _dir, config, path) = started();
-    through_the_journal(&world.store, vec![alert_on("new-host")]).await;
+    through_the_journal(&world.store, vec![Event::Alert(alert_on("new-host"))]).await;
     // Read back, followed to entry 1 and saved there.
     assert!(!restart(&world, &config, &path).rebuilt);
     // The store is put back to before that entry was applied.
