@@ -91,6 +91,19 @@ async fn issue(api: &common::Api, key: &str) -> Option<Value> {
         .cloned()
 }
 
+/// Starts csmd against `sn`, lets it sync and alert on the unknown host
+/// "mystery-01"; returns its configuration, the daemon and the issue once
+/// it is ticketed.
+async fn ticketed(sn: &Simulator) -> (ConfigDir, Daemon, Value) {
+    let mut config = config(sn).on_free_port();
+    config.write();
+    let daemon = Daemon::start(&mut config, &[]).await;
+    itsm::first_sync(&daemon.api).await;
+    alert(&daemon.api, "mystery-01").await;
+    let raised = wait_for_status(&daemon.api, KEY, "ticketed").await;
+    (config, daemon, raised)
+}
+
 async fn wait_for_status(api: &common::Api, key: &str, status: &str) -> Value {
     common::wait_until(&format!("{key} {status}"), PATIENCE, || async {
         issue(api, key).await.is_some_and(|i| i["status"] == status)
@@ -236,12 +249,7 @@ async fn killing_the_daemon_between_ticket_create_and_store_never_opens_a_second
         ),
         1,
     );
-    let mut config = config(&sn).on_free_port();
-    config.write();
-    let mut daemon = Daemon::start(&mut config, &[]).await;
-    itsm::first_sync(&daemon.api).await;
-    alert(&daemon.api, "mystery-01").await;
-    let raised = wait_for_status(&daemon.api, KEY, "ticketed").await;
+    let (mut config, mut daemon, raised) = ticketed(&sn).await;
     let ticket = raised["ticket"].as_str().unwrap().to_string();
     common::wait_until("a ticket created upstream", PATIENCE, || async {
         !sn.records("incident").is_empty()
@@ -290,12 +298,7 @@ async fn killing_the_daemon_between_ticket_create_and_store_never_opens_a_second
 async fn a_restarted_daemon_reads_the_index_it_saved_and_follows_what_changed_since() {
     common::install_crypto();
     let sn = instance().await;
-    let mut config = config(&sn).on_free_port();
-    config.write();
-    let mut daemon = Daemon::start(&mut config, &[]).await;
-    itsm::first_sync(&daemon.api).await;
-    alert(&daemon.api, "mystery-01").await;
-    let raised = wait_for_status(&daemon.api, KEY, "ticketed").await;
+    let (mut config, mut daemon, raised) = ticketed(&sn).await;
     daemon.signal(libc::SIGTERM);
     let status = daemon.wait_exit(PATIENCE).await;
     assert!(status.success(), "{status}:\n{}", daemon.log());

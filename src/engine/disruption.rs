@@ -332,7 +332,8 @@ impl Planner<'_> {
             due: vec![None; self.customers.len()],
         };
         for alert in store.firing_alerts()? {
-            self.file(&mut kept, alert);
+            let reached = kept.reach.customers(&alert);
+            self.file(&mut kept, &reached, alert);
         }
         // The alerts of open disruptions no longer firing.
         let mut resolved = HashMap::new();
@@ -353,10 +354,11 @@ impl Planner<'_> {
         Ok((kept, Look { dirty, resolved }))
     }
 
-    /// Files a firing alert under the customers who hear about it.
-    fn file(&self, kept: &mut Kept, alert: AlertState) {
+    /// Files a firing alert under those of the customers it concerns
+    /// (`reached`) who hear about it.
+    fn file(&self, kept: &mut Kept, reached: &[usize], alert: AlertState) {
         let id = id_of(&alert);
-        for i in kept.reach.customers(&alert) {
+        for &i in reached {
             if self.hears(i, &alert) {
                 kept.theirs[i].insert(id.clone());
             }
@@ -374,14 +376,15 @@ impl Planner<'_> {
         } = Look::default();
         for alert in fed {
             let id = id_of(&alert);
-            for i in kept.reach.customers(&alert) {
+            let reached = kept.reach.customers(&alert);
+            for &i in &reached {
                 kept.theirs[i].remove(&id);
                 dirty.insert(i);
             }
             match alert.status {
                 AlertStatus::Firing => {
                     resolved.remove(&id);
-                    self.file(kept, alert);
+                    self.file(kept, &reached, alert);
                 }
                 AlertStatus::Resolved => {
                     kept.firing.remove(&id);
