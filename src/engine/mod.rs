@@ -277,7 +277,7 @@ async fn catch_up_telling(
         let mut total = CaughtUp::default();
         loop {
             let position = store.engine_position()?;
-            let entries = store.journal_after(position, BATCH, |_| true)?;
+            let entries = store.journal_since(position, BATCH)?;
             let Some(last) = entries.last().map(|e| e.seq) else {
                 return Ok(total);
             };
@@ -301,7 +301,7 @@ async fn catch_up_telling(
 fn apply(
     store: &Store,
     settings: &Settings,
-    entries: &[JournalEntry],
+    entries: &[Arc<JournalEntry>],
 ) -> Result<(crate::store::Applied, crate::store::alerts::AlertsApplied), StoreError> {
     let itsm = entries.iter().filter_map(|e| match &e.event {
         Event::Itsm(record) => Some(record),

@@ -13,8 +13,9 @@
 //! cheaper than a transaction over three trees, which took half the
 //! committer's time in the ingest benchmark (BENCHMARKS.md).
 
-use std::sync::Arc;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -24,7 +25,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{Store, StoreError};
 use crate::metrics::{ConnectorLabels, Metrics};
-use crate::model::{ConnectorName, Event};
+use crate::model::{ConnectorName, Event, JournalEntry};
 
 /// Most appends in one group; bounds the latency of the group's last one.
 const MAX_GROUP: usize = 1024;
@@ -32,6 +33,9 @@ const MAX_GROUP: usize = 1024;
 const QUEUE_DEPTH: usize = 8192;
 /// How often delivery ids older than the retention are swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(600);
+/// How much of the newest entries (counted as their encoded size) the
+/// [`Tail`] keeps in memory.
+const TAIL_BYTES: usize = 2 * 1024 * 1024;
 
 /// Events of one inbound delivery, or one page of a poll.
 #[derive(Debug)]
@@ -164,6 +168,75 @@ impl Journal {
     }
 }
 
+/// The newest durable entries, kept in memory by the committer so that the
+/// processors following the journal are handed what it just wrote instead
+/// of reading and decoding it back from sled. Its entries are contiguous;
+/// a reader that fell behind them reads the journal tree instead
+/// ([`Store::journal_since`]).
+#[derive(Default)]
+pub(crate) struct Tail {
+    inner: Mutex<TailInner>,
+}
+
+#[derive(Default)]
+struct TailInner {
+    /// Entries with their encoded size, oldest first.
+    entries: VecDeque<(Arc<JournalEntry>, usize)>,
+    bytes: usize,
+}
+
+impl Tail {
+    /// Adds entries just made durable; forgets the oldest beyond
+    /// [`TAIL_BYTES`], and everything before a gap in the sequence.
+    fn push(&self, entries: impl IntoIterator<Item = (JournalEntry, usize)>) {
+        let mut tail = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        for (entry, size) in entries {
+            if tail
+                .entries
+                .back()
+                .is_some_and(|(last, _)| last.seq + 1 != entry.seq)
+            {
+                tail.entries.clear();
+                tail.bytes = 0;
+            }
+            tail.entries.push_back((Arc::new(entry), size));
+            tail.bytes += size;
+        }
+        while tail.bytes > TAIL_BYTES {
+            match tail.entries.pop_front() {
+                Some((_, size)) => tail.bytes -= size,
+                None => break,
+            }
+        }
+    }
+
+    /// Forgets every entry: the next ones may not follow them.
+    fn clear(&self) {
+        let mut tail = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        tail.entries.clear();
+        tail.bytes = 0;
+    }
+
+    /// Up to `limit` entries after `after`, oldest first; `None` when the
+    /// tail does not hold the one right after `after`, or anything newer.
+    pub(crate) fn after(&self, after: u64, limit: usize) -> Option<Vec<Arc<JournalEntry>>> {
+        let tail = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let first = tail.entries.front()?.0.seq;
+        let skip = usize::try_from(after.checked_add(1)?.checked_sub(first)?).ok()?;
+        if skip >= tail.entries.len() {
+            return None;
+        }
+        Some(
+            tail.entries
+                .iter()
+                .skip(skip)
+                .take(limit)
+                .map(|(entry, _)| entry.clone())
+                .collect(),
+        )
+    }
+}
+
 struct Committer {
     durable: watch::Sender<u64>,
     store: Store,
@@ -198,18 +271,22 @@ impl Committer {
 
     fn commit(&mut self, group: &mut Vec<Request>) {
         let received_at = Utc::now();
-        let result = self.write(group, received_at).and_then(|outcomes| {
-            let started = Instant::now();
-            self.store.flush()?;
-            self.metrics
-                .store_flush_seconds
-                .observe(started.elapsed().as_secs_f64());
-            Ok(outcomes)
-        });
+        let mut sizes = Vec::new();
+        let result = self
+            .write(group, received_at, &mut sizes)
+            .and_then(|outcomes| {
+                let started = Instant::now();
+                self.store.flush()?;
+                self.metrics
+                    .store_flush_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                Ok(outcomes)
+            });
         self.metrics.journal_group_size.observe(group.len() as f64);
         match result {
             Ok(outcomes) => {
                 self.healthy.store(true, Ordering::Relaxed);
+                self.remember(group, &outcomes, received_at, sizes);
                 self.durable.send_replace(self.next_seq - 1);
                 for (request, outcome) in group.drain(..).zip(outcomes) {
                     if let Appended::Stored { count, .. } = outcome {
@@ -227,6 +304,9 @@ impl Committer {
             }
             Err(e) => {
                 self.healthy.store(false, Ordering::Relaxed);
+                // The batch may be written without the flush: its entries
+                // are read from the tree, and the tail restarts after them.
+                self.store.tail.clear();
                 tracing::error!(error = %e, appends = group.len(), "Journal write failed");
                 for request in group.drain(..) {
                     let _ = request.reply.send(Err(AppendError::Store(e.to_string())));
@@ -235,7 +315,43 @@ impl Committer {
         }
     }
 
-    /// Writes the group in one batch; returns one outcome per request.
+    /// Hands the entries of a durable group to the [`Tail`], moving the
+    /// events out of their requests (whose senders need only the outcome).
+    fn remember(
+        &self,
+        group: &mut [Request],
+        outcomes: &[Appended],
+        received_at: DateTime<Utc>,
+        sizes: Vec<usize>,
+    ) {
+        let mut sizes = sizes.into_iter();
+        let entries = group
+            .iter_mut()
+            .zip(outcomes)
+            .filter_map(|(request, outcome)| match outcome {
+                Appended::Stored { first_seq, .. } => Some((&mut request.append, *first_seq)),
+                Appended::Replayed { .. } => None,
+            })
+            .flat_map(|(append, first_seq)| {
+                let connector = append.connector.clone();
+                let delivery_id = append.delivery_id.clone();
+                std::mem::take(&mut append.events)
+                    .into_iter()
+                    .zip(first_seq..)
+                    .map(move |(event, seq)| JournalEntry {
+                        seq,
+                        connector: connector.clone(),
+                        received_at,
+                        delivery_id: delivery_id.clone(),
+                        event,
+                    })
+            })
+            .map(|entry| (entry, sizes.next().unwrap_or_default()));
+        self.store.tail.push(entries);
+    }
+
+    /// Writes the group in one batch; returns one outcome per request, and
+    /// adds each entry's encoded size to `sizes`.
     ///
     /// Only this thread writes the journal tree, so what it reads here is
     /// what the batch applies to.
@@ -243,6 +359,7 @@ impl Committer {
         &mut self,
         group: &[Request],
         received_at: DateTime<Utc>,
+        sizes: &mut Vec<usize>,
     ) -> Result<Vec<Appended>, StoreError> {
         let journal = self.store.journal.raw();
         let mut batch = sled::Batch::default();
@@ -289,7 +406,9 @@ impl Committer {
                     delivery_id: append.delivery_id.as_deref(),
                     event,
                 };
-                batch.insert(&key::entry(seq), encode(&entry)?);
+                let encoded = encode(&entry)?;
+                sizes.push(encoded.len());
+                batch.insert(&key::entry(seq), encoded);
                 seq += 1;
             }
             if let Some(cursor) = &append.cursor {
@@ -420,5 +539,96 @@ mod tests {
                 serde_json::to_vec(&owned).unwrap()
             );
         }
+    }
+
+    fn entry(seq: u64) -> JournalEntry {
+        JournalEntry {
+            seq,
+            connector: "monitoring".parse().unwrap(),
+            received_at: Utc::now(),
+            delivery_id: None,
+            event: Event::Alert(AlertEvent {
+                source_id: format!("a{seq}"),
+                status: AlertStatus::Firing,
+                service: None,
+                ci: None,
+                customer: None,
+                severity: None,
+                summary: "down".into(),
+                starts_at: None,
+                ends_at: None,
+            }),
+        }
+    }
+
+    fn seqs(entries: Option<Vec<Arc<JournalEntry>>>) -> Option<Vec<u64>> {
+        entries.map(|entries| entries.iter().map(|e| e.seq).collect())
+    }
+
+    #[test]
+    fn the_tail_answers_only_for_what_it_holds_from_the_next_entry_on() {
+        let tail = Tail::default();
+        assert_eq!(seqs(tail.after(0, 10)), None);
+        tail.push((5..=9).map(|seq| (entry(seq), 100)));
+        assert_eq!(seqs(tail.after(4, 10)), Some(vec![5, 6, 7, 8, 9]));
+        assert_eq!(seqs(tail.after(6, 2)), Some(vec![7, 8]));
+        // Before the tail (a reader behind it) and at its end: the tree.
+        assert_eq!(seqs(tail.after(3, 10)), None);
+        assert_eq!(seqs(tail.after(9, 10)), None);
+        assert_eq!(seqs(tail.after(u64::MAX, 10)), None);
+    }
+
+    #[test]
+    fn the_tail_restarts_after_a_gap_and_keeps_only_its_size() {
+        let tail = Tail::default();
+        tail.push((1..=3).map(|seq| (entry(seq), 100)));
+        tail.push([(entry(7), 100)]);
+        assert_eq!(seqs(tail.after(6, 10)), Some(vec![7]));
+        assert_eq!(seqs(tail.after(0, 10)), None);
+        let big = TAIL_BYTES / 4;
+        tail.push((8..=13).map(|seq| (entry(seq), big)));
+        assert_eq!(seqs(tail.after(9, 10)), Some(vec![10, 11, 12, 13]));
+        assert_eq!(seqs(tail.after(8, 10)), None);
+        tail.clear();
+        assert_eq!(seqs(tail.after(12, 10)), None);
+    }
+
+    #[tokio::test]
+    async fn the_tail_holds_exactly_what_the_tree_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (journal, committer) =
+            Journal::start(&store, Arc::new(Metrics::new()), Duration::from_secs(60)).unwrap();
+        let connector: ConnectorName = "monitoring".parse().unwrap();
+        let appends = [(Some("d1"), 3), (None, 2), (Some("d1"), 4), (Some("d2"), 1)];
+        for (delivery_id, events) in appends {
+            let append = Append {
+                connector: connector.clone(),
+                delivery_id: delivery_id.map(str::to_owned),
+                events: (0..events).map(|i| entry(i).event).collect(),
+                cursor: None,
+            };
+            journal.append(append).await.unwrap();
+        }
+        let remembered = store.journal_since(0, 100).unwrap();
+        // The replayed delivery stored nothing: 3 + 2 + 1 entries.
+        assert_eq!(remembered.len(), 6);
+        let stored = store.journal_after(0, 100, |_| true).unwrap();
+        let remembered: Vec<JournalEntry> = remembered.iter().map(|e| (**e).clone()).collect();
+        assert_eq!(remembered, stored);
+        assert!(store.tail.after(0, 100).is_some(), "read from memory");
+        drop(journal);
+        committer.join().unwrap();
+
+        // Another process (a restart) reads them from the tree.
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        let read: Vec<JournalEntry> = store
+            .journal_since(2, 100)
+            .unwrap()
+            .iter()
+            .map(|e| (**e).clone())
+            .collect();
+        assert_eq!(read, stored[2..]);
     }
 }

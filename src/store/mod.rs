@@ -93,6 +93,8 @@ pub struct Store {
     alerts: sled::Tree,
     /// The states of the alerts applied last, shared by every clone.
     recent_alerts: std::sync::Arc<std::sync::Mutex<alerts::Recent>>,
+    /// The newest durable journal entries, shared by every clone.
+    tail: std::sync::Arc<journal::Tail>,
     sip: sip::SipTree,
 }
 
@@ -113,6 +115,7 @@ impl Store {
             outbox: db.open_tree(outbox::TREE)?,
             alerts: db.open_tree(alerts::TREE)?,
             recent_alerts: Default::default(),
+            tail: Default::default(),
             sip: sip::SipTree::new(db.open_tree(sip::TREE)?),
             db,
             path,
@@ -176,6 +179,25 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// Up to `limit` journal entries after `after` (exclusive), oldest
+    /// first, for the processors that follow the journal: from memory when
+    /// the committer of this process wrote them lately, else from the tree.
+    pub fn journal_since(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<std::sync::Arc<JournalEntry>>, StoreError> {
+        if let Some(entries) = self.tail.after(after, limit) {
+            return Ok(entries);
+        }
+        let start = journal::key::entry(after.saturating_add(1));
+        self.journal
+            .values_from(&start)
+            .take(limit)
+            .map(|entry| entry.map(std::sync::Arc::new))
+            .collect()
     }
 
     /// Deletes journal entries up to `applied` that arrived before

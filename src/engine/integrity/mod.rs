@@ -396,7 +396,7 @@ impl Reconciler {
         let mut touched = Touched::default();
         let mut position = self.position;
         while position < target {
-            let entries = store.journal_after(position, BATCH, |_| true)?;
+            let entries = store.journal_since(position, BATCH)?;
             let Some(last) = entries.last().map(|e| e.seq) else {
                 break;
             };
