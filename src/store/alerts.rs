@@ -124,6 +124,13 @@ impl Store {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut states: HashMap<Vec<u8>, AlertState> = HashMap::new();
+        // Whether each alert fired before the batch: its firing-index key
+        // exists exactly then, so it is written or removed only when that
+        // changes, not again for each repeated delivery.
+        let mut fired_before: HashMap<Vec<u8>, bool> = HashMap::new();
+        // Alerts whose state the batch changed; an ignored delivery (older
+        // than the stored state) writes nothing.
+        let mut written = HashSet::new();
         let mut noticeable = HashSet::new();
         let mut applied = AlertsApplied::default();
         for (connector, received, event) in deliveries {
@@ -133,6 +140,12 @@ impl Store {
                     Some(state) => Some(state),
                     None => tree.get(&k)?.map(|bytes| decode(&k, &bytes)).transpose()?,
                 };
+                fired_before.insert(
+                    k.clone(),
+                    known
+                        .as_ref()
+                        .is_some_and(|state| state.status == AlertStatus::Firing),
+                );
                 if let Some(state) = known {
                     states.insert(k.clone(), state);
                 }
@@ -151,13 +164,20 @@ impl Store {
                         noticeable.insert(k.clone());
                     }
                 }
-                AlertChange::Ignored => applied.unchanged += 1,
+                AlertChange::Ignored => {
+                    applied.unchanged += 1;
+                    // A resolution of an alert never seen is recorded.
+                    if states.contains_key(&k) {
+                        continue;
+                    }
+                }
             }
+            written.insert(k.clone());
             states.insert(k, next);
         }
         // Most journal batches hold no alert: no batch, which sled would
         // apply under its process-wide lock.
-        if states.is_empty() {
+        if written.is_empty() {
             return Ok(applied);
         }
         applied.noticeable = noticeable
@@ -165,19 +185,24 @@ impl Store {
             .filter_map(|k| states.get(k).cloned())
             .collect();
         let mut batch = sled::Batch::default();
-        for (k, state) in &states {
+        for k in &written {
+            let Some(state) = states.get(k) else { continue };
             let bytes = serde_json::to_vec(state)
                 .map_err(|source| StoreError::Encode { tree: TREE, source })?;
+            let fired = fired_before.get(k).copied().unwrap_or(false);
             match state.status {
-                AlertStatus::Firing => batch.insert(firing_key(k), &[]),
-                AlertStatus::Resolved => batch.remove(firing_key(k)),
+                AlertStatus::Firing if !fired => batch.insert(firing_key(k), &[]),
+                AlertStatus::Resolved if fired => batch.remove(firing_key(k)),
+                AlertStatus::Firing | AlertStatus::Resolved => {}
             }
             batch.insert(k.as_slice(), bytes);
         }
         tree.apply_batch(batch)?;
         // Only what the tree now holds.
         for (k, state) in states {
-            recent.put(k, state);
+            if written.contains(&k) {
+                recent.put(k, state);
+            }
         }
         Ok(applied)
     }
@@ -274,5 +299,63 @@ mod tests {
             store.firing_alerts().unwrap().len(),
             2 * Recent::GENERATION - 1
         );
+    }
+
+    #[test]
+    fn the_firing_index_follows_each_alert_through_repeats_and_resolutions() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let connector: ConnectorName = "mon".parse().unwrap();
+        let now = Utc::now();
+        let apply = |events: &[AlertEvent]| {
+            store
+                .apply_alerts(events.iter().map(|e| (&connector, now, e)))
+                .unwrap()
+        };
+        let firing = |ids: &[&str]| {
+            let mut found: Vec<String> = store
+                .firing_alerts()
+                .unwrap()
+                .into_iter()
+                .map(|a| a.source_id)
+                .collect();
+            found.sort();
+            assert_eq!(found, ids);
+        };
+        let later = |id: &str, status| AlertEvent {
+            starts_at: Some("2026-11-22T11:00:00Z".parse().unwrap()),
+            ..event(id, status)
+        };
+        // Fired, repeated and resolved within one batch; fired and
+        // repeated; resolved unseen.
+        apply(&[
+            event("a", AlertStatus::Firing),
+            event("a", AlertStatus::Firing),
+            event("a", AlertStatus::Resolved),
+            event("b", AlertStatus::Firing),
+            event("b", AlertStatus::Firing),
+            event("c", AlertStatus::Resolved),
+        ]);
+        firing(&["b"]);
+        assert_eq!(store.alert(&connector, "b").unwrap().unwrap().deliveries, 2);
+        assert_eq!(
+            store.alert(&connector, "c").unwrap().unwrap().status,
+            AlertStatus::Resolved
+        );
+        // Repeated in later batches, then a new occurrence of "a".
+        apply(&[event("b", AlertStatus::Firing)]);
+        apply(&[later("a", AlertStatus::Firing)]);
+        firing(&["a", "b"]);
+        // A late delivery of an older occurrence changes nothing.
+        let applied = apply(&[event("a", AlertStatus::Resolved)]);
+        assert_eq!(applied.unchanged, 1);
+        firing(&["a", "b"]);
+        assert_eq!(store.alert(&connector, "a").unwrap().unwrap().deliveries, 1);
+        apply(&[
+            later("a", AlertStatus::Resolved),
+            event("b", AlertStatus::Resolved),
+        ]);
+        firing(&[]);
+        assert_eq!(store.alert(&connector, "b").unwrap().unwrap().deliveries, 4);
     }
 }
