@@ -132,6 +132,9 @@ struct Args {
     /// before its next group fires, in milliseconds.
     #[arg(long, default_value_t = 100)]
     rest: u64,
+    /// The daemon's `store_cache_mib` (sled's page cache).
+    #[arg(long, default_value_t = csmd::store::DEFAULT_CACHE_MIB)]
+    store_cache_mib: u64,
     /// Worker threads of the daemon's runtime.
     #[arg(long, default_value_t = 2)]
     server_threads: usize,
@@ -318,7 +321,7 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         Some(dir) => dir.clone(),
         None => temp.path().join("data"),
     };
-    let config_path = write_config(temp.path(), &data_dir)?;
+    let config_path = write_config(temp.path(), &data_dir, args.store_cache_mib)?;
     let (units, clusters) = write_customers(&temp.path().join("customers"), args)?;
     // SAFETY: no other thread exists yet; both runtimes are built below.
     unsafe { std::env::set_var(TOKEN_ENV, TOKEN) };
@@ -501,10 +504,11 @@ fn schedule_limit(args: &Args) -> f64 {
 /// A configuration with one bearer-authenticated `alertmanager`
 /// connector, notices as soon as the planner sees alerts, its store in
 /// `data_dir`.
-fn write_config(dir: &Path, data_dir: &Path) -> anyhow::Result<PathBuf> {
+fn write_config(dir: &Path, data_dir: &Path, cache_mib: u64) -> anyhow::Result<PathBuf> {
     let daemon = common::daemon_section(dir, data_dir)?;
     let text = format!(
-        r#"{daemon}
+        r#"{daemon}store_cache_mib = {cache_mib}
+
 [email]
 from = "csmd benchmark <bench@example.net>"
 

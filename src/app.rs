@@ -76,7 +76,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         path: data_dir.clone(),
         source,
     })?;
-    let store = Store::open(&data_dir.join("store"))?;
+    let store = Store::open_with_cache(&data_dir.join("store"), config.daemon.store_cache_bytes)?;
     store.sync_customers(&config.customers)?;
     let metrics = Arc::new(Metrics::new());
     let (journal, committer) =

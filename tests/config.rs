@@ -109,7 +109,7 @@ listen_addr = "0.0.0.0:8480"
 from = "Example Telecom CSM <csm@example.net>"
 "#,
             errors: &[
-                "{dir}/csmd.toml:2:1: unknown field `listen_addr`, expected one of `data_dir`, `listen`, `admin_token`, `time_zone`, `log_format`, `log_level`, `customers_dir`, `connector_dirs`, `max_body_bytes`, `journal_retention`, `shutdown_grace`",
+                "{dir}/csmd.toml:2:1: unknown field `listen_addr`, expected one of `data_dir`, `listen`, `admin_token`, `time_zone`, `log_format`, `log_level`, `customers_dir`, `connector_dirs`, `max_body_bytes`, `store_cache_mib`, `journal_retention`, `shutdown_grace`",
             ],
             ..CASE
         },
@@ -139,6 +139,18 @@ from = "Example Telecom CSM <csm@example.net>"
             errors: &[
                 r#"{dir}/csmd.toml:2:13: unknown time zone "Europe/Pariss"; use an IANA name like "Europe/Paris" or "UTC""#,
             ],
+            ..CASE
+        },
+        Case {
+            mistake: "a store cache of nothing",
+            csmd_toml: r#"
+[daemon]
+store_cache_mib = 0
+
+[email]
+from = "Example Telecom CSM <csm@example.net>"
+"#,
+            errors: &["{dir}/csmd.toml:2:19: store_cache_mib must be from 1 to 65536 (MiB), not 0"],
             ..CASE
         },
         Case {

@@ -157,6 +157,8 @@ pub struct Daemon {
     pub log_format: LogFormat,
     pub log_level: String,
     pub max_body_bytes: usize,
+    /// sled's page cache, in bytes.
+    pub store_cache_bytes: u64,
     pub shutdown_grace: Duration,
     pub journal_retention: Duration,
 }
@@ -456,6 +458,9 @@ pub(crate) fn resolve_secret(
         .ok()
 }
 
+/// The largest page cache `store_cache_mib` accepts: 64 GiB.
+const MAX_CACHE_MIB: u64 = 64 * 1024;
+
 fn resolve_daemon(
     source: &SourceFile,
     section: &DaemonSection,
@@ -470,6 +475,13 @@ fn resolve_daemon(
             format!("log_level {log_level:?} is not a tracing filter: {e}"),
         ));
     }
+    let cache_mib = *section.store_cache_mib.get_ref();
+    if !(1..=MAX_CACHE_MIB).contains(&cache_mib) {
+        diags.push(source.at(
+            section.store_cache_mib.span(),
+            format!("store_cache_mib must be from 1 to {MAX_CACHE_MIB} (MiB), not {cache_mib}"),
+        ));
+    }
     Daemon {
         data_dir: absolute(&config_dir.join(&section.data_dir)),
         listen: section.listen,
@@ -481,6 +493,7 @@ fn resolve_daemon(
         log_format: section.log_format,
         log_level: log_level.clone(),
         max_body_bytes: section.max_body_bytes,
+        store_cache_bytes: cache_mib.clamp(1, MAX_CACHE_MIB) * 1024 * 1024,
         shutdown_grace: section.shutdown_grace.0,
         journal_retention: section.journal_retention.0,
     }

@@ -48,6 +48,12 @@ pub struct DaemonSection {
     /// Largest webhook body accepted, in bytes; larger ones get 413.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
+    /// Memory sled may use to cache the store's pages, in MiB. More makes
+    /// large trees (alerts of big alert storms, ITSM tables of hundreds of
+    /// thousands of records) faster to write and read, at that much more
+    /// resident memory.
+    #[serde(default = "default_store_cache_mib")]
+    pub store_cache_mib: Spanned<u64>,
     /// How long applied events stay in the ingest journal (`csmd events`).
     #[serde(default = "default_journal_retention")]
     pub journal_retention: HumanDuration,
@@ -83,6 +89,10 @@ fn default_connector_dirs() -> Vec<PathBuf> {
 
 fn default_max_body_bytes() -> usize {
     1024 * 1024
+}
+
+fn default_store_cache_mib() -> Spanned<u64> {
+    Spanned::new(0..0, crate::store::DEFAULT_CACHE_MIB)
 }
 
 fn default_journal_retention() -> HumanDuration {

@@ -29,6 +29,10 @@ pub const SCHEMA_VERSION: u32 = 2;
 
 const SCHEMA_KEY: &[u8] = b"schema_version";
 
+/// sled's page cache unless `[daemon] store_cache_mib` says otherwise:
+/// small enough for the ITSM sync's memory target (BENCHMARKS.md).
+pub const DEFAULT_CACHE_MIB: u64 = 16;
+
 /// The store's random identity ([`Store::id`]).
 const STORE_ID_KEY: &[u8] = b"store_id";
 
@@ -101,8 +105,13 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the store in `dir` and checks its schema version.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        Store::open_with_cache(dir, DEFAULT_CACHE_MIB * 1024 * 1024)
+    }
+
+    /// [`Store::open`] with a page cache of `cache_bytes`.
+    pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
         let path = dir.to_path_buf();
-        let db = open_db(dir)?;
+        let db = open_db_cached(dir, cache_bytes)?;
         let mut trees = Vec::new();
         for name in TREE_NAMES.iter().chain(RECORD_TREES) {
             trees.push(db.open_tree(name)?);
@@ -281,12 +290,18 @@ impl Store {
 }
 
 /// Opens (or creates) the sled database in `dir` with the settings every
+/// csmd process uses and the default page cache.
+fn open_db(dir: &Path) -> Result<sled::Db, StoreError> {
+    open_db_cached(dir, DEFAULT_CACHE_MIB * 1024 * 1024)
+}
+
+/// Opens (or creates) the sled database in `dir` with the settings every
 /// csmd process uses; a database another process holds is
 /// [`StoreError::Locked`].
-fn open_db(dir: &Path) -> Result<sled::Db, StoreError> {
+fn open_db_cached(dir: &Path, cache_bytes: u64) -> Result<sled::Db, StoreError> {
     sled::Config::new()
         .path(dir)
-        .cache_capacity(16 * 1024 * 1024)
+        .cache_capacity(cache_bytes)
         .flush_every_ms(Some(1000))
         .open()
         .map_err(|source| match &source {
