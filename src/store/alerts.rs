@@ -248,6 +248,21 @@ mod tests {
         }
     }
 
+    fn temp_store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        (dir, store)
+    }
+
+    /// Applies `events` of connector `mon`, received now, in one batch.
+    fn apply(store: &Store, events: &[AlertEvent]) -> AlertsApplied {
+        let connector: ConnectorName = "mon".parse().unwrap();
+        let now = Utc::now();
+        store
+            .apply_alerts(events.iter().map(|e| (&connector, now, e)))
+            .unwrap()
+    }
+
     #[test]
     fn the_recent_states_keep_the_alerts_used_since_the_older_generation_went() {
         let mut recent = Recent::default();
@@ -275,15 +290,8 @@ mod tests {
 
     #[test]
     fn an_alert_no_longer_among_the_recent_states_is_read_from_the_tree() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let connector: ConnectorName = "mon".parse().unwrap();
-        let now = Utc::now();
-        let apply = |events: &[AlertEvent]| {
-            store
-                .apply_alerts(events.iter().map(|e| (&connector, now, e)))
-                .unwrap()
-        };
+        let (_dir, store) = temp_store();
+        let apply = |events: &[AlertEvent]| apply(&store, events);
         apply(&[event("first", AlertStatus::Firing)]);
         let others: Vec<AlertEvent> = (0..2 * Recent::GENERATION)
             .map(|i| event(&format!("other-{i}"), AlertStatus::Firing))
@@ -303,15 +311,9 @@ mod tests {
 
     #[test]
     fn the_firing_index_follows_each_alert_through_repeats_and_resolutions() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let (_dir, store) = temp_store();
         let connector: ConnectorName = "mon".parse().unwrap();
-        let now = Utc::now();
-        let apply = |events: &[AlertEvent]| {
-            store
-                .apply_alerts(events.iter().map(|e| (&connector, now, e)))
-                .unwrap()
-        };
+        let apply = |events: &[AlertEvent]| apply(&store, events);
         let firing = |ids: &[&str]| {
             let mut found: Vec<String> = store
                 .firing_alerts()

@@ -515,21 +515,8 @@ mod tests {
     #[test]
     fn an_entry_is_written_exactly_as_a_journal_entry_is_encoded() {
         let entry = JournalEntry {
-            seq: 7,
-            connector: "monitoring".parse().unwrap(),
-            received_at: Utc::now(),
             delivery_id: Some("msg_1".into()),
-            event: Event::Alert(AlertEvent {
-                source_id: "a1".into(),
-                status: AlertStatus::Firing,
-                service: Some("ip-vpn".into()),
-                ci: None,
-                customer: None,
-                severity: None,
-                summary: "down".into(),
-                starts_at: None,
-                ends_at: None,
-            }),
+            ..entry(7)
         };
         for delivery_id in [entry.delivery_id.clone(), None] {
             let owned = JournalEntry {
@@ -602,12 +589,23 @@ mod tests {
         assert_eq!(seqs(tail.after(12, 10)), None);
     }
 
-    #[tokio::test]
-    async fn the_tail_holds_exactly_what_the_tree_holds() {
+    /// A store in a new directory with its journal started.
+    fn started() -> (
+        tempfile::TempDir,
+        Store,
+        Journal,
+        std::thread::JoinHandle<()>,
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let (journal, committer) =
             Journal::start(&store, Arc::new(Metrics::new()), Duration::from_secs(60)).unwrap();
+        (dir, store, journal, committer)
+    }
+
+    #[tokio::test]
+    async fn the_tail_holds_exactly_what_the_tree_holds() {
+        let (dir, store, journal, committer) = started();
         let connector: ConnectorName = "monitoring".parse().unwrap();
         let appends = [(Some("d1"), 3), (None, 2), (Some("d1"), 4), (Some("d2"), 1)];
         for (delivery_id, events) in appends {
@@ -643,10 +641,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_pollers_page_is_read_from_the_tree_not_kept_in_memory() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let (journal, committer) =
-            Journal::start(&store, Arc::new(Metrics::new()), Duration::from_secs(60)).unwrap();
+        let (_dir, store, journal, committer) = started();
         let connector: ConnectorName = "itsm".parse().unwrap();
         let append = |cursor: Option<&str>| Append {
             connector: connector.clone(),
