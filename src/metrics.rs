@@ -72,6 +72,9 @@ pub struct Metrics {
     pub alerts_truncated: Family<ConnectorLabels, Counter>,
     /// Data-integrity issues raised and not resolved, per rule.
     pub integrity_open: Family<RuleLabels, Gauge>,
+    /// Journal entries durable but not yet applied by the engine, as of
+    /// the last scrape.
+    pub journal_unapplied: Gauge,
 }
 
 impl Metrics {
@@ -161,6 +164,12 @@ impl Metrics {
             "Data-integrity issues raised and not resolved, by rule",
             integrity_open.clone(),
         );
+        let journal_unapplied = Gauge::default();
+        registry.register(
+            "journal_unapplied_entries",
+            "Journal entries durable (acknowledged) but not yet applied by the engine",
+            journal_unapplied.clone(),
+        );
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info
             .get_or_create(&BuildLabels {
@@ -184,6 +193,7 @@ impl Metrics {
             outbox_send_failures,
             alerts_truncated,
             integrity_open,
+            journal_unapplied,
         }
     }
 

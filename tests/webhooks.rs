@@ -6,10 +6,11 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use common::{
     ADMIN_TOKEN, Api, Auth, ConfigDir, RawConnection, Reply, SigningKey, TestApp, alert_body,
-    bearer, metric, signed_headers, two_alerts_fixture, unix_now,
+    bearer, metric, signed_headers, two_alerts_fixture, unix_now, wait_until,
 };
 use serde_json::json;
 
@@ -523,6 +524,23 @@ async fn health_readiness_and_metrics_answer_without_a_token() {
         "{text}"
     );
     assert!(text.trim_end().ends_with("# EOF"), "{text}");
+    // The engine applies both alerts soon after; until then they count.
+    assert!(
+        metric(text, "csmd_journal_unapplied_entries", &[]) <= 2.0,
+        "{text}"
+    );
+    wait_until(
+        "the engine to apply the alerts",
+        Duration::from_secs(10),
+        || async {
+            metric(
+                &app.api.metrics().await,
+                "csmd_journal_unapplied_entries",
+                &[],
+            ) == 0.0
+        },
+    )
+    .await;
 
     let unknown = app.api.get("/nope").await;
     assert_eq!(unknown.status, 404);

@@ -144,6 +144,16 @@ async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    // The engine's lag, taken now: how far notices and records trail what
+    // senders were told is stored.
+    let durable = *state.journal.durable().borrow();
+    match state.store.engine_position() {
+        Ok(applied) => {
+            let unapplied = i64::try_from(durable.saturating_sub(applied)).unwrap_or(i64::MAX);
+            state.metrics.journal_unapplied.set(unapplied);
+        }
+        Err(e) => tracing::warn!(error = %e, "Cannot read the engine's position for /metrics"),
+    }
     (
         [(
             header::CONTENT_TYPE,
