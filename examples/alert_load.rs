@@ -31,6 +31,12 @@
 //! fast as csmd answers; a longer `--hold` and `--rest` or fewer customers
 //! offer less (the summary prints the most the pace allows).
 //!
+//! The daemon paces webhooks to its engine (`[daemon]
+//! max_unapplied_events`, its default unless `--max-unapplied-events` is
+//! given), so the acknowledged rate is the rate alerts are applied at;
+//! `--max-unapplied-events 0` measures acknowledging alone, with the
+//! engine falling behind for as long as the run.
+//!
 //! A group must fire for longer than csmd takes from POST to notice: one
 //! the planner first sees already resolved never opened a disruption, so
 //! nobody hears of it (as Alertmanager sends a resolution only for alerts
@@ -135,6 +141,10 @@ struct Args {
     /// The daemon's `store_cache_mib` (sled's page cache).
     #[arg(long, default_value_t = csmd::store::DEFAULT_CACHE_MIB)]
     store_cache_mib: u64,
+    /// The daemon's `max_unapplied_events` (how far webhooks may run ahead
+    /// of the engine; 0 never makes them wait); its default when not given.
+    #[arg(long)]
+    max_unapplied_events: Option<u64>,
     /// Worker threads of the daemon's runtime.
     #[arg(long, default_value_t = 2)]
     server_threads: usize,
@@ -321,7 +331,7 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         Some(dir) => dir.clone(),
         None => temp.path().join("data"),
     };
-    let config_path = write_config(temp.path(), &data_dir, args.store_cache_mib)?;
+    let config_path = write_config(temp.path(), &data_dir, args)?;
     let (units, clusters) = write_customers(&temp.path().join("customers"), args)?;
     // SAFETY: no other thread exists yet; both runtimes are built below.
     unsafe { std::env::set_var(TOKEN_ENV, TOKEN) };
@@ -504,11 +514,19 @@ fn schedule_limit(args: &Args) -> f64 {
 /// A configuration with one bearer-authenticated `alertmanager`
 /// connector, notices as soon as the planner sees alerts, its store in
 /// `data_dir`.
-fn write_config(dir: &Path, data_dir: &Path, cache_mib: u64) -> anyhow::Result<PathBuf> {
+fn write_config(dir: &Path, data_dir: &Path, args: &Args) -> anyhow::Result<PathBuf> {
     let daemon = common::daemon_section(dir, data_dir)?;
+    let Args {
+        store_cache_mib,
+        max_unapplied_events,
+        ..
+    } = args;
+    let pace = max_unapplied_events
+        .map(|n| format!("max_unapplied_events = {n}\n"))
+        .unwrap_or_default();
     let text = format!(
-        r#"{daemon}store_cache_mib = {cache_mib}
-
+        r#"{daemon}store_cache_mib = {store_cache_mib}
+{pace}
 [email]
 from = "csmd benchmark <bench@example.net>"
 

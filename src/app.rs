@@ -81,6 +81,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let metrics = Arc::new(Metrics::new());
     let (journal, committer) =
         Journal::start(&store, metrics.clone(), delivery_retention(&config))?;
+    let journal = journal.paced(&store, config.daemon.max_unapplied_events);
 
     let addr = config.daemon.listen;
     let listener = tokio::net::TcpListener::bind(addr)

@@ -75,6 +75,8 @@ pub struct Metrics {
     /// Journal entries durable but not yet applied by the engine, as of
     /// the last scrape.
     pub journal_unapplied: Gauge,
+    /// How long deliveries waited for the engine before being stored.
+    pub ingest_paced_seconds: Histogram,
 }
 
 impl Metrics {
@@ -170,6 +172,13 @@ impl Metrics {
             "Journal entries durable (acknowledged) but not yet applied by the engine",
             journal_unapplied.clone(),
         );
+        let ingest_paced_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 12));
+        registry.register(
+            "ingest_paced_seconds",
+            "How long deliveries waited for the engine to catch up before being stored \
+             (only those that waited; at most 2 s, then they are stored anyway)",
+            ingest_paced_seconds.clone(),
+        );
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info
             .get_or_create(&BuildLabels {
@@ -194,6 +203,7 @@ impl Metrics {
             alerts_truncated,
             integrity_open,
             journal_unapplied,
+            ingest_paced_seconds,
         }
     }
 

@@ -109,7 +109,7 @@ listen_addr = "0.0.0.0:8480"
 from = "Example Telecom CSM <csm@example.net>"
 "#,
             errors: &[
-                "{dir}/csmd.toml:2:1: unknown field `listen_addr`, expected one of `data_dir`, `listen`, `admin_token`, `time_zone`, `log_format`, `log_level`, `customers_dir`, `connector_dirs`, `max_body_bytes`, `store_cache_mib`, `journal_retention`, `shutdown_grace`",
+                "{dir}/csmd.toml:2:1: unknown field `listen_addr`, expected one of `data_dir`, `listen`, `admin_token`, `time_zone`, `log_format`, `log_level`, `customers_dir`, `connector_dirs`, `max_body_bytes`, `store_cache_mib`, `max_unapplied_events`, `journal_retention`, `shutdown_grace`",
             ],
             ..CASE
         },

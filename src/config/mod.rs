@@ -159,6 +159,8 @@ pub struct Daemon {
     pub max_body_bytes: usize,
     /// sled's page cache, in bytes.
     pub store_cache_bytes: u64,
+    /// Acknowledged events the engine may trail by before deliveries wait.
+    pub max_unapplied_events: u64,
     pub shutdown_grace: Duration,
     pub journal_retention: Duration,
 }
@@ -494,6 +496,7 @@ fn resolve_daemon(
         log_level: log_level.clone(),
         max_body_bytes: section.max_body_bytes,
         store_cache_bytes: cache_mib.clamp(1, MAX_CACHE_MIB) * 1024 * 1024,
+        max_unapplied_events: section.max_unapplied_events,
         shutdown_grace: section.shutdown_grace.0,
         journal_retention: section.journal_retention.0,
     }

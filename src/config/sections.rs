@@ -54,6 +54,12 @@ pub struct DaemonSection {
     /// resident memory.
     #[serde(default = "default_store_cache_mib")]
     pub store_cache_mib: Spanned<u64>,
+    /// Webhook deliveries wait (up to 2 s, then they are stored anyway)
+    /// while more acknowledged events than this wait for the engine, so a
+    /// storm of alerts is acknowledged at the pace it is applied and its
+    /// disruption notices stay prompt. `0` never waits.
+    #[serde(default = "default_max_unapplied_events")]
+    pub max_unapplied_events: u64,
     /// How long applied events stay in the ingest journal (`csmd events`).
     #[serde(default = "default_journal_retention")]
     pub journal_retention: HumanDuration,
@@ -93,6 +99,10 @@ fn default_max_body_bytes() -> usize {
 
 fn default_store_cache_mib() -> Spanned<u64> {
     Spanned::new(0..0, crate::store::DEFAULT_CACHE_MIB)
+}
+
+fn default_max_unapplied_events() -> u64 {
+    500
 }
 
 fn default_journal_retention() -> HumanDuration {

@@ -188,20 +188,31 @@ impl Store {
 
     /// How far the engine has applied the journal.
     pub fn engine_position(&self) -> Result<u64, StoreError> {
-        Ok(self
-            .meta
-            .get(ENGINE_POSITION)?
-            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
-            .map_or(0, u64::from_be_bytes))
+        stored_engine_position(&self.meta)
     }
 
+    /// Stores the engine's position and tells [`Store::engine_applied`].
     pub fn set_engine_position(&self, seq: u64) -> Result<(), StoreError> {
         self.meta.insert(ENGINE_POSITION, &seq.to_be_bytes())?;
+        self.engine_applied.send_replace(seq);
         Ok(())
+    }
+
+    /// The engine's position, updated each time it is stored: what the
+    /// journal waits on to pace its senders to the engine.
+    pub fn engine_applied(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.engine_applied.subscribe()
     }
 }
 
 const ENGINE_POSITION: &[u8] = b"engine_position";
+
+pub(super) fn stored_engine_position(meta: &sled::Tree) -> Result<u64, StoreError> {
+    Ok(meta
+        .get(ENGINE_POSITION)?
+        .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+        .map_or(0, u64::from_be_bytes))
+}
 
 /// What `change` changed against the `previous` copy stored, if it moved
 /// to another state or another planned window.

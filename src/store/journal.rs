@@ -38,6 +38,10 @@ const SWEEP_EVERY: Duration = Duration::from_secs(600);
 /// stream of alerts to catch up from a hiccup without reading the tree
 /// (half a megabyte was not, in the alert benchmark).
 const TAIL_BYTES: usize = 2 * 1024 * 1024;
+/// The longest a delivery waits for the engine ([`Journal::paced`]) before
+/// it is stored anyway: pacing keeps notices prompt, it never refuses or
+/// loses an event, and a sender's timeout is longer.
+const PACE_WAIT: Duration = Duration::from_secs(2);
 
 /// Events of one inbound delivery, or one page of a poll.
 #[derive(Debug)]
@@ -109,6 +113,15 @@ pub struct Journal {
     queue: mpsc::Sender<Request>,
     healthy: Arc<AtomicBool>,
     durable: watch::Receiver<u64>,
+    metrics: Arc<Metrics>,
+    pace: Option<Pace>,
+}
+
+/// How far ahead of the engine deliveries may run ([`Journal::paced`]).
+#[derive(Clone)]
+struct Pace {
+    applied: watch::Receiver<u64>,
+    max_unapplied: u64,
 }
 
 impl Journal {
@@ -126,7 +139,7 @@ impl Journal {
         let committer = Committer {
             durable: durable_tx,
             store: store.clone(),
-            metrics,
+            metrics: metrics.clone(),
             healthy: healthy.clone(),
             next_seq,
             delivery_retention,
@@ -143,19 +156,61 @@ impl Journal {
                 queue,
                 healthy,
                 durable,
+                metrics,
+                pace: None,
             },
             handle,
         ))
     }
 
+    /// Makes deliveries (appends without a poller cursor) wait, before they
+    /// are stored, while more than `max_unapplied` durable entries wait for
+    /// the engine of `store`; 0 never waits.
+    ///
+    /// Acknowledging faster than the engine applies only queues events in
+    /// the journal: in an alert storm the queue grew for as long as the
+    /// storm, and every disruption notice came that much later
+    /// (BENCHMARKS.md). Paced, senders feel the engine's speed instead, and
+    /// a notice trails its alerts by at most about `max_unapplied` events.
+    /// A delivery waits at most [`PACE_WAIT`], then is stored anyway.
+    /// Pollers are not paced: a full sync is applied from the tree in any
+    /// case, and its records are wanted as soon as possible.
+    pub fn paced(mut self, store: &Store, max_unapplied: u64) -> Journal {
+        self.pace = (max_unapplied > 0).then(|| Pace {
+            applied: store.engine_applied(),
+            max_unapplied,
+        });
+        self
+    }
+
     /// Appends one delivery's events and waits until they are durable.
     pub async fn append(&self, append: Append) -> Result<Appended, AppendError> {
+        if append.cursor.is_none() {
+            self.wait_for_engine().await;
+        }
         let (reply, answer) = oneshot::channel();
         self.queue
             .send(Request { append, reply })
             .await
             .map_err(|_| AppendError::Closed)?;
         answer.await.map_err(|_| AppendError::Closed)?
+    }
+
+    /// Waits while the engine is too far behind ([`Journal::paced`]).
+    async fn wait_for_engine(&self) {
+        let Some(pace) = &self.pace else { return };
+        let behind =
+            |applied: &u64| self.durable.borrow().saturating_sub(*applied) > pace.max_unapplied;
+        let mut applied = pace.applied.clone();
+        if !behind(&applied.borrow_and_update()) {
+            return;
+        }
+        let started = Instant::now();
+        // A timeout, or an engine gone (shutdown): store it all the same.
+        let _ = tokio::time::timeout(PACE_WAIT, applied.wait_for(|a| !behind(a))).await;
+        self.metrics
+            .ingest_paced_seconds
+            .observe(started.elapsed().as_secs_f64());
     }
 
     /// The sequence number of the last durable entry, updated after each
@@ -671,6 +726,97 @@ mod tests {
             Some(&b"page 1"[..])
         );
         drop(journal);
+        committer.join().unwrap();
+    }
+}
+
+#[cfg(test)]
+mod pace_tests {
+    use super::*;
+    use crate::model::{AlertEvent, AlertStatus};
+
+    fn delivery(id: u32, cursor: Option<CursorUpdate>) -> Append {
+        Append {
+            connector: "monitoring".parse().unwrap(),
+            delivery_id: None,
+            events: vec![Event::Alert(AlertEvent {
+                source_id: format!("a{id}"),
+                status: AlertStatus::Firing,
+                service: None,
+                ci: None,
+                customer: None,
+                severity: None,
+                summary: "down".into(),
+                starts_at: None,
+                ends_at: None,
+            })],
+            cursor,
+        }
+    }
+
+    /// Appends and says how long it took on the (paused) clock.
+    async fn timed(journal: &Journal, append: Append) -> (u64, Duration) {
+        let started = tokio::time::Instant::now();
+        match journal.append(append).await.unwrap() {
+            Appended::Stored { first_seq, .. } => (first_seq, started.elapsed()),
+            Appended::Replayed { .. } => panic!("nothing is replayed here"),
+        }
+    }
+
+    /// With the clock paused, time moves only when every task waits on it,
+    /// so each wait below is exactly what pacing did.
+    #[tokio::test(start_paused = true)]
+    async fn deliveries_wait_for_the_engine_beyond_the_limit_and_pollers_never() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let (journal, committer) =
+            Journal::start(&store, metrics.clone(), Duration::from_secs(60)).unwrap();
+        let journal = journal.paced(&store, 3);
+
+        // Up to the limit unapplied, nobody waits (the fourth finds three).
+        for id in 1..=4 {
+            assert_eq!(
+                timed(&journal, delivery(id, None)).await,
+                (id.into(), Duration::ZERO)
+            );
+        }
+        // Four wait for an engine that does not come: stored after the
+        // longest wait all the same.
+        assert_eq!(timed(&journal, delivery(5, None)).await, (5, PACE_WAIT));
+        // A poller's page is never held back.
+        let cursor = CursorUpdate {
+            key: "itsm/incidents".into(),
+            value: b"x".to_vec(),
+        };
+        assert_eq!(
+            timed(&journal, delivery(6, Some(cursor))).await,
+            (6, Duration::ZERO)
+        );
+
+        // The engine applying goes on as soon as it is close enough.
+        let waiting = tokio::spawn({
+            let journal = journal.clone();
+            async move { timed(&journal, delivery(7, None)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        store.set_engine_position(2).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!waiting.is_finished(), "4 still unapplied, more than 3");
+        store.set_engine_position(3).unwrap();
+        assert_eq!(waiting.await.unwrap(), (7, Duration::from_millis(200)));
+
+        // Two deliveries waited, and /metrics says so.
+        let text = metrics.encode();
+        assert!(text.contains("csmd_ingest_paced_seconds_count 2"), "{text}");
+
+        // Unpaced (the default), the same lag makes nobody wait.
+        let unpaced = journal.clone().paced(&store, 0);
+        assert_eq!(
+            timed(&unpaced, delivery(8, None)).await,
+            (8, Duration::ZERO)
+        );
+        drop((journal, unpaced));
         committer.join().unwrap();
     }
 }

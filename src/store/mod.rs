@@ -99,6 +99,9 @@ pub struct Store {
     recent_alerts: std::sync::Arc<std::sync::Mutex<alerts::Recent>>,
     /// The newest durable journal entries, shared by every clone.
     tail: std::sync::Arc<journal::Tail>,
+    /// The engine's position as last stored, for those who wait on it
+    /// ([`Store::engine_applied`]).
+    engine_applied: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
     sip: sip::SipTree,
 }
 
@@ -117,14 +120,17 @@ impl Store {
             trees.push(db.open_tree(name)?);
         }
         check_schema(&db, &trees[0], &path)?;
+        let meta = db.open_tree("meta")?;
+        let engine_applied = tokio::sync::watch::Sender::new(itsm::stored_engine_position(&meta)?);
         Ok(Store {
             customers: TypedTree::new("customers", db.open_tree("customers")?),
             journal: TypedTree::new("journal", db.open_tree("journal")?),
-            meta: db.open_tree("meta")?,
+            meta,
             outbox: db.open_tree(outbox::TREE)?,
             alerts: db.open_tree(alerts::TREE)?,
             recent_alerts: Default::default(),
             tail: Default::default(),
+            engine_applied: std::sync::Arc::new(engine_applied),
             sip: sip::SipTree::new(db.open_tree(sip::TREE)?),
             db,
             path,
