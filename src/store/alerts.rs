@@ -4,10 +4,19 @@
 //! - `f/<connector>\0<source id>`: present while it fires, so the
 //!   processors read the firing alerts without scanning every alert ever
 //!   received. Both are written in one batch.
+//!
+//! An alert's value is compact ([`Stored`]): the engine rewrites it on
+//! every change of status, and as JSON (about 400 bytes, a quarter of them
+//! field names, four RFC 3339 timestamps) the tree outgrew sled's page
+//! cache in an alert storm. Values written as JSON by earlier versions, or
+//! by `csmd store import`, are read all the same; `csmd store export`
+//! writes every alert as JSON.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 
 use super::{Store, StoreError};
 use crate::model::alert::{AlertChange, AlertState};
@@ -17,6 +26,9 @@ pub const TREE: &str = "alerts";
 
 const ALERT: &str = "a/";
 const FIRING: &str = "f/";
+
+/// The first byte of a compact value; a JSON value starts with `{`.
+const COMPACT: u8 = 1;
 
 fn key(connector: &ConnectorName, source_id: &str) -> Vec<u8> {
     format!("{ALERT}{connector}\0{source_id}").into_bytes()
@@ -29,12 +41,150 @@ fn firing_key(key: &[u8]) -> Vec<u8> {
     out
 }
 
+/// An alert as stored: [`AlertState`] in postcard after the [`COMPACT`]
+/// byte, without field names, its instants as seconds and nanoseconds.
+/// Fields are only ever added at the end, as postcard has no names.
+#[derive(Serialize, Deserialize)]
+struct Stored<'a> {
+    #[serde(borrow)]
+    connector: Cow<'a, str>,
+    #[serde(borrow)]
+    source_id: Cow<'a, str>,
+    status: AlertStatus,
+    #[serde(borrow)]
+    summary: Cow<'a, str>,
+    #[serde(borrow)]
+    ci: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    service: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    customer: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    severity: Option<Cow<'a, str>>,
+    starts_at: Option<Instant>,
+    ends_at: Option<Instant>,
+    first_seen: Instant,
+    last_seen: Instant,
+    deliveries: u64,
+}
+
+/// Seconds and nanoseconds since the Unix epoch: exact, and a few bytes.
+type Instant = (i64, u32);
+
+fn instant(at: DateTime<Utc>) -> Instant {
+    (at.timestamp(), at.timestamp_subsec_nanos())
+}
+
+fn borrowed(s: &Option<String>) -> Option<Cow<'_, str>> {
+    s.as_deref().map(Cow::Borrowed)
+}
+
+fn encode(state: &AlertState) -> Result<Vec<u8>, StoreError> {
+    let stored = Stored {
+        connector: Cow::Borrowed(state.connector.as_str()),
+        source_id: Cow::Borrowed(&state.source_id),
+        status: state.status,
+        summary: Cow::Borrowed(&state.summary),
+        ci: borrowed(&state.ci),
+        service: borrowed(&state.service),
+        customer: borrowed(&state.customer),
+        severity: borrowed(&state.severity),
+        starts_at: state.starts_at.map(instant),
+        ends_at: state.ends_at.map(instant),
+        first_seen: instant(state.first_seen),
+        last_seen: instant(state.last_seen),
+        deliveries: state.deliveries,
+    };
+    postcard::to_extend(&stored, vec![COMPACT]).map_err(|e| StoreError::Encoding {
+        tree: TREE,
+        message: e.to_string(),
+    })
+}
+
 fn decode(key: &[u8], bytes: &[u8]) -> Result<AlertState, StoreError> {
-    serde_json::from_slice(bytes).map_err(|source| StoreError::Decode {
+    let corrupt = |message: String| StoreError::Corrupt {
         tree: TREE,
         key: String::from_utf8_lossy(key).into_owned(),
-        source,
+        message,
+    };
+    let Some(compact) = bytes.strip_prefix(&[COMPACT]) else {
+        return serde_json::from_slice(bytes).map_err(|source| StoreError::Decode {
+            tree: TREE,
+            key: String::from_utf8_lossy(key).into_owned(),
+            source,
+        });
+    };
+    let stored: Stored<'_> = postcard::from_bytes(compact).map_err(|e| corrupt(e.to_string()))?;
+    let at = |(secs, nanos): Instant| {
+        DateTime::from_timestamp(secs, nanos)
+            .ok_or_else(|| corrupt(format!("instant {secs}.{nanos:09} is out of range")))
+    };
+    let owned = |s: Option<Cow<'_, str>>| s.map(Cow::into_owned);
+    Ok(AlertState {
+        connector: stored
+            .connector
+            .parse()
+            .map_err(|e: crate::model::IdError| corrupt(e.to_string()))?,
+        source_id: stored.source_id.into_owned(),
+        status: stored.status,
+        summary: stored.summary.into_owned(),
+        ci: owned(stored.ci),
+        service: owned(stored.service),
+        customer: owned(stored.customer),
+        severity: owned(stored.severity),
+        starts_at: stored.starts_at.map(at).transpose()?,
+        ends_at: stored.ends_at.map(at).transpose()?,
+        first_seen: at(stored.first_seen)?,
+        last_seen: at(stored.last_seen)?,
+        deliveries: stored.deliveries,
     })
+}
+
+/// Who alerted and on which CI, borrowed from a stored value of either
+/// encoding without decoding the rest: what the data-integrity index
+/// reads of every alert.
+#[derive(Debug, Deserialize)]
+pub struct Source<'a> {
+    #[serde(borrow)]
+    pub connector: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub ci: Option<Cow<'a, str>>,
+}
+
+impl<'a> Source<'a> {
+    pub fn read(key: &[u8], bytes: &'a [u8]) -> Result<Source<'a>, StoreError> {
+        match bytes.strip_prefix(&[COMPACT]) {
+            Some(compact) => {
+                let stored: Stored<'a> =
+                    postcard::from_bytes(compact).map_err(|e| StoreError::Corrupt {
+                        tree: TREE,
+                        key: String::from_utf8_lossy(key).into_owned(),
+                        message: e.to_string(),
+                    })?;
+                Ok(Source {
+                    connector: stored.connector,
+                    ci: stored.ci,
+                })
+            }
+            None => serde_json::from_slice(bytes).map_err(|source| StoreError::Decode {
+                tree: TREE,
+                key: String::from_utf8_lossy(key).into_owned(),
+                source,
+            }),
+        }
+    }
+}
+
+/// A stored value as JSON, for `csmd store export`: the firing index's
+/// empty values and JSON values as they are.
+pub(super) fn exported<'v>(key: &[u8], value: &'v [u8]) -> Result<Cow<'v, [u8]>, StoreError> {
+    if !value.starts_with(&[COMPACT]) {
+        return Ok(Cow::Borrowed(value));
+    }
+    let state = decode(key, value)?;
+    let json =
+        serde_json::to_vec(&state).map_err(|source| StoreError::Encode { tree: TREE, source })?;
+    Ok(Cow::Owned(json))
 }
 
 /// The states of the alerts applied last, so an alert delivered again
@@ -187,8 +337,7 @@ impl Store {
         let mut batch = sled::Batch::default();
         for k in &written {
             let Some(state) = states.get(k) else { continue };
-            let bytes = serde_json::to_vec(state)
-                .map_err(|source| StoreError::Encode { tree: TREE, source })?;
+            let bytes = encode(state)?;
             let fired = fired_before.get(k).copied().unwrap_or(false);
             match state.status {
                 AlertStatus::Firing if !fired => batch.insert(firing_key(k), &[]),
@@ -359,5 +508,100 @@ mod tests {
         ]);
         firing(&[]);
         assert_eq!(store.alert(&connector, "b").unwrap().unwrap().deliveries, 4);
+    }
+
+    /// An alert with every field set, its instants with nanoseconds, and
+    /// Alertmanager's "zero" end (year 1).
+    fn full_state() -> AlertState {
+        AlertState {
+            connector: "alertmanager".parse().unwrap(),
+            source_id: "5c1f7e2a9b3d4e6f".into(),
+            status: AlertStatus::Resolved,
+            summary: "Instance par-edge-01 down: no scrape for 5 minutes".into(),
+            ci: Some("par-edge-01".into()),
+            service: Some("svc-backbone-paris".into()),
+            customer: Some("acme".into()),
+            severity: Some("critical".into()),
+            starts_at: Some("2026-11-22T10:00:00.123456789Z".parse().unwrap()),
+            ends_at: Some("0001-01-01T00:00:00Z".parse().unwrap()),
+            first_seen: "2026-11-22T10:00:01.5Z".parse().unwrap(),
+            last_seen: "2026-11-22T10:05:01.000000001Z".parse().unwrap(),
+            deliveries: 7,
+        }
+    }
+
+    #[test]
+    fn a_compact_value_decodes_to_exactly_the_alert_and_is_less_than_half_its_json() {
+        let state = full_state();
+        let bytes = encode(&state).unwrap();
+        assert_eq!(decode(b"a/k", &bytes).unwrap(), state);
+        let json = serde_json::to_vec(&state).unwrap();
+        assert!(
+            bytes.len() * 2 < json.len(),
+            "{} vs {}",
+            bytes.len(),
+            json.len()
+        );
+        let none = AlertState {
+            ci: None,
+            service: None,
+            customer: None,
+            severity: None,
+            starts_at: None,
+            ends_at: None,
+            ..state
+        };
+        assert_eq!(decode(b"a/k", &encode(&none).unwrap()).unwrap(), none);
+        // Damage is an error naming the record, not a panic.
+        let err = decode(b"a/k", &bytes[..bytes.len() / 2]).unwrap_err();
+        assert!(
+            err.to_string().starts_with("record a/k in tree alerts"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_alert_stored_as_json_by_an_earlier_version_is_read_and_rewritten_compact() {
+        let (_dir, store) = temp_store();
+        let connector: ConnectorName = "mon".parse().unwrap();
+        let mut old = full_state();
+        old.connector = connector.clone();
+        old.source_id = "a1".into();
+        old.status = AlertStatus::Firing;
+        old.ends_at = None;
+        let k = key(&connector, "a1");
+        let json = serde_json::to_vec(&old).unwrap();
+        store.alerts.insert(&k, json.as_slice()).unwrap();
+        store.alerts.insert(firing_key(&k), &[]).unwrap();
+        assert_eq!(store.alert(&connector, "a1").unwrap(), Some(old.clone()));
+        let source = Source::read(&k, &json).unwrap();
+        assert_eq!(
+            (&*source.connector, source.ci.as_deref()),
+            ("mon", Some("par-edge-01"))
+        );
+        // Exported as it is.
+        assert_eq!(exported(&k, &json).unwrap().as_ref(), json.as_slice());
+
+        let applied = apply(
+            &store,
+            &[AlertEvent {
+                starts_at: old.starts_at,
+                ..event("a1", AlertStatus::Resolved)
+            }],
+        );
+        assert_eq!(applied.changes.len(), 1);
+        let now = store.alerts.get(&k).unwrap().unwrap();
+        assert_eq!(now.first(), Some(&COMPACT));
+        let state = store.alert(&connector, "a1").unwrap().unwrap();
+        assert_eq!(state.status, AlertStatus::Resolved);
+        assert_eq!(state.first_seen, old.first_seen);
+        // The integrity index and the dump read the compact value too.
+        let source = Source::read(&k, &now).unwrap();
+        assert_eq!(&*source.connector, "mon");
+        assert_eq!(
+            exported(&k, &now).unwrap().as_ref(),
+            serde_json::to_vec(&state).unwrap().as_slice()
+        );
+        assert!(store.firing_alerts().unwrap().is_empty());
     }
 }

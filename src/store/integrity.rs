@@ -107,12 +107,19 @@ mod tests {
             .unwrap();
         let mut raw = Vec::new();
         store
-            .alerts_scan_raw(|_, bytes| {
-                raw.push(serde_json::from_slice::<crate::model::alert::AlertState>(bytes).unwrap());
+            .alerts_scan_raw(|key, bytes| {
+                let source = crate::store::alerts::Source::read(key, bytes)?;
+                raw.push((source.connector.into_owned(), source.ci.map(Into::into)));
                 Ok::<_, StoreError>(())
             })
             .unwrap();
-        assert_eq!(raw, store.alerts(None, None).unwrap());
+        let alerts: Vec<(String, Option<String>)> = store
+            .alerts(None, None)
+            .unwrap()
+            .into_iter()
+            .map(|a| (a.connector.to_string(), a.ci))
+            .collect();
+        assert_eq!(raw, alerts);
         assert!(!raw.is_empty());
     }
 }

@@ -83,6 +83,14 @@ pub enum StoreError {
         tree: &'static str,
         source: serde_json::Error,
     },
+    #[error("record {key} in tree {tree} cannot be decoded: {message}")]
+    Corrupt {
+        tree: &'static str,
+        key: String,
+        message: String,
+    },
+    #[error("record for tree {tree} cannot be encoded: {message}")]
+    Encoding { tree: &'static str, message: String },
 }
 
 /// The open store. Cheap to clone: sled handles are reference counted.

@@ -101,15 +101,6 @@ pub fn status_active(status: Option<&str>) -> bool {
     .is_active(DateTime::<Utc>::MIN_UTC)
 }
 
-/// A stored alert: who alerted, on what.
-#[derive(Debug, Deserialize)]
-pub struct Alert<'a> {
-    #[serde(borrow)]
-    pub connector: Cow<'a, str>,
-    #[serde(borrow, default)]
-    pub ci: Option<Cow<'a, str>>,
-}
-
 /// The `kind` tags of the records decoded here.
 pub const CI: &str = "ci";
 pub const INSTALL_BASE_ITEM: &str = "install_base_item";

@@ -107,7 +107,7 @@ fn read_billing(store: &Store, out: SyncSender<Vec<PendingSub>>) -> Result<Alert
     }
     drop(out);
     store.alerts_scan_raw(|key, bytes| {
-        let alert: lite::Alert<'_> = decode("alerts", key, bytes)?;
+        let alert = crate::store::alerts::Source::read(key, bytes)?;
         if let Some(ci) = alert.ci.as_deref() {
             let connector = intern(&mut read.interned, &alert.connector);
             read.alerts.push((ci.into(), connector));
