@@ -312,25 +312,49 @@ fn open_db(dir: &Path) -> Result<sled::Db, StoreError> {
 /// Opens (or creates) the sled database in `dir` with the settings every
 /// csmd process uses; a database another process holds is
 /// [`StoreError::Locked`].
+///
+/// sled releases its file lock from a background thread after the last
+/// handle is dropped (sled#1234), so a database this process has just
+/// closed (an import checks the target, then replaces it) can look
+/// locked for a few milliseconds: a lock is tried again for up to a
+/// second before it is taken for another process's.
 fn open_db_cached(dir: &Path, cache_bytes: u64) -> Result<sled::Db, StoreError> {
-    sled::Config::new()
-        .path(dir)
-        .cache_capacity(cache_bytes)
-        .flush_every_ms(Some(1000))
-        .open()
-        .map_err(|source| match &source {
-            sled::Error::Io(e)
-                if e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("lock") =>
-            {
+    use backon::{BlockingRetryable, ExponentialBuilder};
+    use std::time::Duration;
+    let open = || {
+        sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_bytes)
+            .flush_every_ms(Some(1000))
+            .open()
+    };
+    let lock_wait = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(5))
+        .with_max_delay(Duration::from_millis(100))
+        .with_max_times(usize::MAX)
+        .with_total_delay(Some(Duration::from_secs(1)));
+    open.retry(lock_wait)
+        .sleep(std::thread::sleep)
+        .when(is_lock_error)
+        .call()
+        .map_err(|source| {
+            if is_lock_error(&source) {
                 StoreError::Locked {
                     path: dir.to_path_buf(),
                 }
+            } else {
+                StoreError::Open {
+                    path: dir.to_path_buf(),
+                    source,
+                }
             }
-            _ => StoreError::Open {
-                path: dir.to_path_buf(),
-                source,
-            },
         })
+}
+
+/// Whether sled could not take the database's file lock.
+fn is_lock_error(error: &sled::Error) -> bool {
+    matches!(error, sled::Error::Io(e)
+        if e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("lock"))
 }
 
 /// The schema version a store's `meta` tree records, if any (0 when it is
@@ -360,4 +384,31 @@ fn check_schema(db: &sled::Db, meta: &sled::Tree, path: &Path) -> Result<(), Sto
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lock_let_go_of_soon_is_waited_for_and_one_kept_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = Store::open(dir.path()).unwrap();
+        match Store::open(dir.path()) {
+            Err(StoreError::Locked { path }) => assert_eq!(path, dir.path()),
+            Err(other) => panic!("not a lock error: {other}"),
+            Ok(_) => panic!("a store open in this process was opened again"),
+        }
+        // As sled's background thread does after a drop: the lock goes a
+        // little later.
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            drop(held);
+        });
+        let reopened = Store::open(dir.path());
+        release.join().unwrap();
+        if let Err(error) = reopened {
+            panic!("the store was not opened once its lock went: {error}");
+        }
+    }
 }
