@@ -598,17 +598,22 @@ mod tests {
             connector: "monitoring".parse().unwrap(),
             received_at: Utc::now(),
             delivery_id: None,
-            event: Event::Alert(AlertEvent {
-                source_id: format!("a{seq}"),
-                status: AlertStatus::Firing,
-                service: None,
-                ci: None,
-                customer: None,
-                severity: None,
-                summary: "down".into(),
-                starts_at: None,
-                ends_at: None,
-            }),
+            event: Event::Alert(firing(seq)),
+        }
+    }
+
+    /// A bare firing alert `a{id}`.
+    pub(super) fn firing(id: impl std::fmt::Display) -> AlertEvent {
+        AlertEvent {
+            source_id: format!("a{id}"),
+            status: AlertStatus::Firing,
+            service: None,
+            ci: None,
+            customer: None,
+            severity: None,
+            summary: "down".into(),
+            starts_at: None,
+            ends_at: None,
         }
     }
 
@@ -733,23 +738,12 @@ mod tests {
 #[cfg(test)]
 mod pace_tests {
     use super::*;
-    use crate::model::{AlertEvent, AlertStatus};
 
     fn delivery(id: u32, cursor: Option<CursorUpdate>) -> Append {
         Append {
             connector: "monitoring".parse().unwrap(),
             delivery_id: None,
-            events: vec![Event::Alert(AlertEvent {
-                source_id: format!("a{id}"),
-                status: AlertStatus::Firing,
-                service: None,
-                ci: None,
-                customer: None,
-                severity: None,
-                summary: "down".into(),
-                starts_at: None,
-                ends_at: None,
-            })],
+            events: vec![Event::Alert(super::tests::firing(id))],
             cursor,
         }
     }
