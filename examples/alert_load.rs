@@ -903,9 +903,8 @@ impl LagSampler {
             let mut samples = Vec::new();
             while !stopping.load(std::sync::atomic::Ordering::Relaxed) {
                 let written = *durable.borrow();
-                if let Ok(applied) = state.store.engine_position() {
-                    samples.push((Instant::now(), written.saturating_sub(applied)));
-                }
+                let applied = state.store.engine_position();
+                samples.push((Instant::now(), written.saturating_sub(applied)));
                 std::thread::sleep(Duration::from_millis(50));
             }
             samples

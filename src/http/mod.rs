@@ -147,13 +147,11 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     // The engine's lag, taken now: how far notices and records trail what
     // senders were told is stored.
     let durable = *state.journal.durable().borrow();
-    match state.store.engine_position() {
-        Ok(applied) => {
-            let unapplied = i64::try_from(durable.saturating_sub(applied)).unwrap_or(i64::MAX);
-            state.metrics.journal_unapplied.set(unapplied);
-        }
-        Err(e) => tracing::warn!(error = %e, "Cannot read the engine's position for /metrics"),
-    }
+    let unapplied = durable.saturating_sub(state.store.engine_position());
+    state
+        .metrics
+        .journal_unapplied
+        .set(i64::try_from(unapplied).unwrap_or(i64::MAX));
     (
         [(
             header::CONTENT_TYPE,

@@ -101,30 +101,53 @@ fn encode(state: &AlertState) -> Result<Vec<u8>, StoreError> {
     })
 }
 
-fn decode(key: &[u8], bytes: &[u8]) -> Result<AlertState, StoreError> {
-    let corrupt = |message: String| StoreError::Corrupt {
+fn corrupt(key: &[u8], message: String) -> StoreError {
+    StoreError::Corrupt {
         tree: TREE,
         key: String::from_utf8_lossy(key).into_owned(),
         message,
+    }
+}
+
+/// A stored value, borrowed: [`Stored`] when compact, else `T` from the
+/// JSON earlier versions wrote. Returned and matched at once, never kept,
+/// so its size costs nothing a box would save.
+#[allow(clippy::large_enum_variant)]
+enum Value<'a, T> {
+    Compact(Stored<'a>),
+    Json(T),
+}
+
+fn read<'a, T: Deserialize<'a>>(key: &[u8], bytes: &'a [u8]) -> Result<Value<'a, T>, StoreError> {
+    match bytes.strip_prefix(&[COMPACT]) {
+        Some(compact) => postcard::from_bytes(compact)
+            .map(Value::Compact)
+            .map_err(|e| corrupt(key, e.to_string())),
+        None => serde_json::from_slice(bytes)
+            .map(Value::Json)
+            .map_err(|source| StoreError::Decode {
+                tree: TREE,
+                key: String::from_utf8_lossy(key).into_owned(),
+                source,
+            }),
+    }
+}
+
+fn decode(key: &[u8], bytes: &[u8]) -> Result<AlertState, StoreError> {
+    let stored = match read(key, bytes)? {
+        Value::Compact(stored) => stored,
+        Value::Json(state) => return Ok(state),
     };
-    let Some(compact) = bytes.strip_prefix(&[COMPACT]) else {
-        return serde_json::from_slice(bytes).map_err(|source| StoreError::Decode {
-            tree: TREE,
-            key: String::from_utf8_lossy(key).into_owned(),
-            source,
-        });
-    };
-    let stored: Stored<'_> = postcard::from_bytes(compact).map_err(|e| corrupt(e.to_string()))?;
     let at = |(secs, nanos): Instant| {
         DateTime::from_timestamp(secs, nanos)
-            .ok_or_else(|| corrupt(format!("instant {secs}.{nanos:09} is out of range")))
+            .ok_or_else(|| corrupt(key, format!("instant {secs}.{nanos:09} is out of range")))
     };
     let owned = |s: Option<Cow<'_, str>>| s.map(Cow::into_owned);
     Ok(AlertState {
         connector: stored
             .connector
             .parse()
-            .map_err(|e: crate::model::IdError| corrupt(e.to_string()))?,
+            .map_err(|e: crate::model::IdError| corrupt(key, e.to_string()))?,
         source_id: stored.source_id.into_owned(),
         status: stored.status,
         summary: stored.summary.into_owned(),
@@ -153,25 +176,13 @@ pub struct Source<'a> {
 
 impl<'a> Source<'a> {
     pub fn read(key: &[u8], bytes: &'a [u8]) -> Result<Source<'a>, StoreError> {
-        match bytes.strip_prefix(&[COMPACT]) {
-            Some(compact) => {
-                let stored: Stored<'a> =
-                    postcard::from_bytes(compact).map_err(|e| StoreError::Corrupt {
-                        tree: TREE,
-                        key: String::from_utf8_lossy(key).into_owned(),
-                        message: e.to_string(),
-                    })?;
-                Ok(Source {
-                    connector: stored.connector,
-                    ci: stored.ci,
-                })
-            }
-            None => serde_json::from_slice(bytes).map_err(|source| StoreError::Decode {
-                tree: TREE,
-                key: String::from_utf8_lossy(key).into_owned(),
-                source,
-            }),
-        }
+        Ok(match read(key, bytes)? {
+            Value::Compact(stored) => Source {
+                connector: stored.connector,
+                ci: stored.ci,
+            },
+            Value::Json(source) => source,
+        })
     }
 }
 

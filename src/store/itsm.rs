@@ -186,9 +186,10 @@ impl Store {
         Ok(self.journal.raw().get(super::journal::key::cursor(key))?)
     }
 
-    /// How far the engine has applied the journal.
-    pub fn engine_position(&self) -> Result<u64, StoreError> {
-        stored_engine_position(&self.meta)
+    /// How far the engine has applied the journal: as last stored, kept
+    /// in memory since the store opened, so reading it costs no lookup.
+    pub fn engine_position(&self) -> u64 {
+        *self.engine_applied.borrow()
     }
 
     /// Stores the engine's position and tells [`Store::engine_applied`].

@@ -178,7 +178,7 @@ impl Reconciler {
     ) -> Result<Reconciled, IntegrityError> {
         // Entries after this are read again by the next incremental run:
         // applying a record twice to the index changes nothing.
-        let position = store.engine_position()?;
+        let position = store.engine_position();
         // Two indexes at once would double the peak memory.
         self.index = None;
         if let Some(snapshot) = &mut self.snapshot {
@@ -215,7 +215,7 @@ impl Reconciler {
     /// Follows the journal up to the engine's position; why the index must
     /// be built from the store instead when it cannot.
     fn catch_up(&mut self, store: &Store) -> Result<Result<(), Rebuild>, StoreError> {
-        let target = store.engine_position()?;
+        let target = store.engine_position();
         let Some(touched) = self.follow(store, target)? else {
             return Ok(Err(match self.index {
                 None => Rebuild::NoIndex,
@@ -251,7 +251,7 @@ impl Reconciler {
             Ok(read) => read,
             Err(e) => return Ok(Err(e.into())),
         };
-        let reached = store.engine_position()?;
+        let reached = store.engine_position();
         if position > reached {
             return Ok(Err(Rebuild::StoreBehind {
                 snapshot: position,
@@ -378,7 +378,7 @@ impl Reconciler {
         config: &Config,
         now: DateTime<Utc>,
     ) -> Result<Reconciled, IntegrityError> {
-        let target = store.engine_position()?;
+        let target = store.engine_position();
         match self.follow(store, target)? {
             Some(touched) => self.evaluate(store, config, touched, now),
             None => self.full(store, config, now),
