@@ -109,7 +109,7 @@ listen_addr = "0.0.0.0:8480"
 from = "Example Telecom CSM <csm@example.net>"
 "#,
             errors: &[
-                "{dir}/csmd.toml:2:1: unknown field `listen_addr`, expected one of `data_dir`, `listen`, `admin_token`, `time_zone`, `log_format`, `log_level`, `customers_dir`, `connector_dirs`, `max_body_bytes`, `store_cache_mib`, `max_unapplied_events`, `journal_retention`, `shutdown_grace`",
+                "{dir}/csmd.toml:2:1: unknown field `listen_addr`, expected one of `data_dir`, `listen`, `admin_token`, `time_zone`, `log_format`, `log_level`, `customers_dir`, `connector_dirs`, `max_body_bytes`, `store_cache_mib`, `max_unapplied_events`, `journal_retention`, `alert_retention`, `shutdown_grace`",
             ],
             ..CASE
         },
@@ -151,6 +151,18 @@ store_cache_mib = 0
 from = "Example Telecom CSM <csm@example.net>"
 "#,
             errors: &["{dir}/csmd.toml:2:19: store_cache_mib must be from 1 to 65536 (MiB), not 0"],
+            ..CASE
+        },
+        Case {
+            mistake: "resolved alerts kept for less than a day",
+            csmd_toml: r#"
+[daemon]
+alert_retention = "12h"
+
+[email]
+from = "Example Telecom CSM <csm@example.net>"
+"#,
+            errors: &["{dir}/csmd.toml:2:19: alert_retention must be at least 1d, not 12h"],
             ..CASE
         },
         Case {

@@ -163,6 +163,8 @@ pub struct Daemon {
     pub max_unapplied_events: u64,
     pub shutdown_grace: Duration,
     pub journal_retention: Duration,
+    /// How long resolved alerts are kept after their last delivery.
+    pub alert_retention: Duration,
 }
 
 #[derive(Debug)]
@@ -460,6 +462,11 @@ pub(crate) fn resolve_secret(
         .ok()
 }
 
+/// The shortest `alert_retention` accepted: sources deliver a resolution
+/// again for a while (Alertmanager on every `repeat_interval` and on
+/// retries), and an alert removed before it stops would be taken for new.
+pub const MIN_ALERT_RETENTION: Duration = Duration::from_secs(86_400);
+
 /// The largest page cache `store_cache_mib` accepts: 64 GiB.
 const MAX_CACHE_MIB: u64 = 64 * 1024;
 
@@ -484,6 +491,16 @@ fn resolve_daemon(
             format!("store_cache_mib must be from 1 to {MAX_CACHE_MIB} (MiB), not {cache_mib}"),
         ));
     }
+    let alert_retention = section.alert_retention.get_ref().0;
+    if alert_retention < MIN_ALERT_RETENTION {
+        diags.push(source.at(
+            section.alert_retention.span(),
+            format!(
+                "alert_retention must be at least 1d, not {}",
+                section.alert_retention.get_ref()
+            ),
+        ));
+    }
     Daemon {
         data_dir: absolute(&config_dir.join(&section.data_dir)),
         listen: section.listen,
@@ -499,6 +516,7 @@ fn resolve_daemon(
         max_unapplied_events: section.max_unapplied_events,
         shutdown_grace: section.shutdown_grace.0,
         journal_retention: section.journal_retention.0,
+        alert_retention: alert_retention.max(MIN_ALERT_RETENTION),
     }
 }
 

@@ -63,6 +63,11 @@ pub struct DaemonSection {
     /// How long applied events stay in the ingest journal (`csmd events`).
     #[serde(default = "default_journal_retention")]
     pub journal_retention: HumanDuration,
+    /// How long a resolved alert is kept after it was last delivered;
+    /// firing alerts are always kept. At least a day, so that a source
+    /// delivering a resolution again (or late) still finds it.
+    #[serde(default = "default_alert_retention")]
+    pub alert_retention: Spanned<HumanDuration>,
     /// How long in-flight requests may take to finish on shutdown.
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace: HumanDuration,
@@ -107,6 +112,10 @@ fn default_max_unapplied_events() -> u64 {
 
 fn default_journal_retention() -> HumanDuration {
     HumanDuration::from_secs(7 * 86_400)
+}
+
+fn default_alert_retention() -> Spanned<HumanDuration> {
+    Spanned::new(0..0, HumanDuration::from_secs(30 * 86_400))
 }
 
 fn default_shutdown_grace() -> HumanDuration {

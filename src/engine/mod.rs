@@ -149,9 +149,14 @@ const BATCH: usize = 1000;
 /// How often applied journal entries past their retention are removed.
 const TRIM_EVERY: Duration = Duration::from_secs(60);
 
+/// How often resolved alerts past their retention are removed: a scan of
+/// every alert, so not each time the journal is trimmed.
+const PURGE_ALERTS_EVERY: Duration = Duration::from_secs(3600);
+
 /// Applies journal entries as they become durable, until shutdown. Entries
 /// older than `retention` are removed once applied: the journal is a
-/// buffer between sources and processors, not an archive.
+/// buffer between sources and processors, not an archive. Resolved alerts
+/// go after `[daemon] alert_retention`.
 ///
 /// `applied` is signalled after each catch-up that changed an ITSM record,
 /// so processors that read those records (maintenance notices) run then,
@@ -177,12 +182,17 @@ pub async fn run(
     } = signals;
     let alerted = Arc::new(alerted);
     let mut last_trim = tokio::time::Instant::now();
+    let mut last_purge: Option<tokio::time::Instant> = None;
     let mut current = config();
     let mut settings = Arc::new(Settings::of(&current));
     loop {
         if last_trim.elapsed() >= TRIM_EVERY {
             last_trim = tokio::time::Instant::now();
             trim(&store, retention).await;
+            if last_purge.is_none_or(|at| at.elapsed() >= PURGE_ALERTS_EVERY) {
+                last_purge = Some(last_trim);
+                purge_alerts(&store, config().daemon.alert_retention).await;
+            }
         }
         let latest = config();
         if !Arc::ptr_eq(&latest, &current) {
@@ -222,7 +232,7 @@ pub async fn run(
 async fn trim(store: &Store, retention: Duration) {
     let store = store.clone();
     let result = tokio::task::spawn_blocking(move || {
-        let cutoff = chrono::Utc::now() - retention;
+        let cutoff = cutoff(retention);
         let applied = store.engine_position();
         let mut total = 0;
         loop {
@@ -242,6 +252,28 @@ async fn trim(store: &Store, retention: Duration) {
         ),
         Ok(Err(e)) => tracing::warn!(error = %e, "Trimming the journal failed"),
         Err(e) => tracing::warn!(error = %e, "Trimming the journal failed"),
+    }
+}
+
+/// The instant `retention` ago; the beginning of time for a retention
+/// longer than that (which keeps everything), not a panic.
+fn cutoff(retention: Duration) -> chrono::DateTime<chrono::Utc> {
+    chrono::TimeDelta::from_std(retention)
+        .ok()
+        .and_then(|retention| chrono::Utc::now().checked_sub_signed(retention))
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC)
+}
+
+/// Removes the resolved alerts last delivered more than `retention` ago.
+async fn purge_alerts(store: &Store, retention: Duration) {
+    let store = store.clone();
+    let result =
+        tokio::task::spawn_blocking(move || store.purge_resolved_alerts(cutoff(retention))).await;
+    match result {
+        Ok(Ok(0)) => {}
+        Ok(Ok(removed)) => tracing::info!(removed, "Removed resolved alerts past their retention"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "Removing resolved alerts failed"),
+        Err(e) => tracing::warn!(error = %e, "Removing resolved alerts failed"),
     }
 }
 
@@ -492,5 +524,85 @@ mod tests {
         );
         drop(journal);
         committer.join().unwrap();
+    }
+
+    #[test]
+    fn a_retention_longer_than_time_itself_keeps_everything() {
+        let day = Duration::from_secs(86_400);
+        let ago = chrono::Utc::now() - cutoff(day);
+        assert!((ago - chrono::TimeDelta::days(1)).abs() < chrono::TimeDelta::seconds(5));
+        assert_eq!(
+            cutoff(Duration::MAX),
+            chrono::DateTime::<chrono::Utc>::MIN_UTC
+        );
+    }
+
+    /// The engine removes the resolved alerts older than `[daemon]
+    /// alert_retention` at its first housekeeping, a minute after it
+    /// starts, and keeps the others.
+    #[tokio::test(start_paused = true)]
+    async fn the_engine_removes_resolved_alerts_past_their_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("customers")).unwrap();
+        std::fs::write(
+            dir.path().join("csmd.toml"),
+            "[daemon]\ndata_dir = \"data\"\nalert_retention = \"2d\"\n\n\
+             [email]\nfrom = \"CSM <csm@example.net>\"\n",
+        )
+        .unwrap();
+        let config = Arc::new(crate::config::load(&dir.path().join("csmd.toml")).unwrap());
+        let store = Store::open(&dir.path().join("data")).unwrap();
+        let connector: crate::model::ConnectorName = "mon".parse().unwrap();
+        let event = |id: &str, status| AlertEvent {
+            status,
+            ..match alert(id) {
+                Event::Alert(a) => a,
+                _ => unreachable!(),
+            }
+        };
+        let now = chrono::Utc::now();
+        for (id, at) in [("old", now - chrono::TimeDelta::days(3)), ("new", now)] {
+            for status in [
+                crate::model::AlertStatus::Firing,
+                crate::model::AlertStatus::Resolved,
+            ] {
+                store
+                    .apply_alerts([(&connector, at, &event(id, status))])
+                    .unwrap();
+            }
+        }
+        let (_durable_tx, durable) = watch::channel(0);
+        let shutdown = CancellationToken::new();
+        let started = tokio::time::Instant::now();
+        let engine = tokio::spawn(run(
+            store.clone(),
+            durable,
+            Signals {
+                applied: watch::channel(()).0,
+                changed: Vec::new(),
+                alerted: watch::channel(()).0,
+                alerts: AlertFeed::default(),
+            },
+            Duration::from_secs(86_400),
+            move || config.clone(),
+            shutdown.clone(),
+        ));
+        let left = || {
+            store
+                .alerts(None, None)
+                .unwrap()
+                .into_iter()
+                .map(|a| a.source_id)
+                .collect::<Vec<_>>()
+        };
+        // Time is paused: sleeping advances it at once, except while the
+        // purge runs on its blocking thread.
+        while left().len() > 1 && started.elapsed() < 10 * TRIM_EVERY {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        assert_eq!(left(), ["new"]);
+        assert!(started.elapsed() >= TRIM_EVERY);
+        shutdown.cancel();
+        engine.await.unwrap();
     }
 }

@@ -224,6 +224,11 @@ impl Recent {
         Some(state)
     }
 
+    fn remove(&mut self, key: &[u8]) {
+        self.newer.remove(key);
+        self.older.remove(key);
+    }
+
     fn put(&mut self, key: Vec<u8>, state: AlertState) {
         self.newer.insert(key, state);
         if self.newer.len() >= Self::GENERATION {
@@ -231,6 +236,20 @@ impl Recent {
         }
     }
 }
+
+/// Whether a stored alert is resolved and was last delivered before
+/// `cutoff`.
+fn resolved_before(key: &[u8], bytes: &[u8], cutoff: DateTime<Utc>) -> Result<bool, StoreError> {
+    Ok(match read::<AlertState>(key, bytes)? {
+        Value::Compact(stored) => {
+            stored.status == AlertStatus::Resolved && stored.last_seen < instant(cutoff)
+        }
+        Value::Json(state) => state.status == AlertStatus::Resolved && state.last_seen < cutoff,
+    })
+}
+
+/// Alerts removed in one batch when purging.
+const PURGE_BATCH: usize = if cfg!(test) { 7 } else { 1000 };
 
 /// What applying a batch of deliveries did.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -367,6 +386,46 @@ impl Store {
         Ok(applied)
     }
 
+    /// Removes the resolved alerts last delivered before `cutoff`, in
+    /// batches; returns how many. Each batch is checked again, and removed,
+    /// while deliveries are not applied, so an alert that fires again
+    /// meanwhile is kept.
+    pub fn purge_resolved_alerts(&self, cutoff: DateTime<Utc>) -> Result<usize, StoreError> {
+        let tree = &self.alerts;
+        let mut removed = 0;
+        let mut stale = Vec::with_capacity(PURGE_BATCH);
+        let mut scan = tree.scan_prefix(ALERT);
+        loop {
+            let next = scan.next().transpose()?;
+            if let Some((k, bytes)) = &next
+                && resolved_before(k, bytes, cutoff)?
+            {
+                stale.push(k.clone());
+            }
+            if stale.len() < PURGE_BATCH && next.is_some() {
+                continue;
+            }
+            let mut recent = self
+                .recent_alerts
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut batch = sled::Batch::default();
+            for k in stale.drain(..) {
+                if let Some(bytes) = tree.get(&k)?
+                    && resolved_before(&k, &bytes, cutoff)?
+                {
+                    recent.remove(&k);
+                    batch.remove(k);
+                    removed += 1;
+                }
+            }
+            tree.apply_batch(batch)?;
+            if next.is_none() {
+                return Ok(removed);
+            }
+        }
+    }
+
     /// Stored alerts, optionally of one connector and status (a scan).
     pub fn alerts(
         &self,
@@ -416,11 +475,82 @@ mod tests {
 
     /// Applies `events` of connector `mon`, received now, in one batch.
     fn apply(store: &Store, events: &[AlertEvent]) -> AlertsApplied {
+        apply_at(store, Utc::now(), events)
+    }
+
+    /// Applies `events` of connector `mon`, received `at`, in one batch.
+    fn apply_at(store: &Store, at: DateTime<Utc>, events: &[AlertEvent]) -> AlertsApplied {
+        let connector: ConnectorName = "mon".parse().unwrap();
+        store
+            .apply_alerts(events.iter().map(|e| (&connector, at, e)))
+            .unwrap()
+    }
+
+    #[test]
+    fn resolved_alerts_last_delivered_before_the_cutoff_are_purged_and_others_kept() {
+        let (_dir, store) = temp_store();
         let connector: ConnectorName = "mon".parse().unwrap();
         let now = Utc::now();
-        store
-            .apply_alerts(events.iter().map(|e| (&connector, now, e)))
+        let long_ago = now - chrono::Duration::days(40);
+        // More stale alerts than one purge batch, fired and resolved long
+        // ago; one firing since long ago; one resolved long ago but
+        // delivered again since.
+        let stale: Vec<String> = (0..3 * PURGE_BATCH).map(|i| format!("old-{i}")).collect();
+        let firing = |id: &String| event(id, AlertStatus::Firing);
+        let resolved = |id: &String| event(id, AlertStatus::Resolved);
+        apply_at(
+            &store,
+            long_ago,
+            &stale.iter().map(firing).collect::<Vec<_>>(),
+        );
+        apply_at(
+            &store,
+            long_ago,
+            &stale.iter().map(resolved).collect::<Vec<_>>(),
+        );
+        apply_at(
+            &store,
+            long_ago,
+            &[
+                event("still-firing", AlertStatus::Firing),
+                event("repeated", AlertStatus::Firing),
+                event("repeated", AlertStatus::Resolved),
+            ],
+        );
+        apply(&store, &[event("repeated", AlertStatus::Resolved)]);
+
+        let removed = store
+            .purge_resolved_alerts(now - chrono::Duration::days(30))
+            .unwrap();
+        assert_eq!(removed, stale.len());
+        let mut left: Vec<String> = store
+            .alerts(None, None)
             .unwrap()
+            .into_iter()
+            .map(|a| a.source_id)
+            .collect();
+        left.sort();
+        assert_eq!(left, ["repeated", "still-firing"]);
+        assert_eq!(store.firing_alerts().unwrap().len(), 1);
+        assert_eq!(
+            store
+                .purge_resolved_alerts(now - chrono::Duration::days(30))
+                .unwrap(),
+            0
+        );
+        // A purged alert delivered again is a new alert, even though it was
+        // among the recent states when it went.
+        let applied = apply(&store, &[event("old-0", AlertStatus::Firing)]);
+        assert_eq!(applied.changes.len(), 1);
+        assert_eq!(applied.changes[0].1, AlertChange::Fired);
+        assert_eq!(
+            store
+                .alert(&connector, "old-0")
+                .unwrap()
+                .unwrap()
+                .deliveries,
+            1
+        );
     }
 
     #[test]
