@@ -1,9 +1,14 @@
 //! Alerts in the store: one record per connector and source id, the
-//! latest state of each alert, in the `alerts` tree under key prefixes:
-//! - `a/<connector>\0<source id>`: the alert;
-//! - `f/<connector>\0<source id>`: present while it fires, so the
-//!   processors read the firing alerts without scanning every alert ever
-//!   received. Both are written in one batch.
+//! latest state of each alert, in the `alerts` tree under the key
+//! `a/<connector>\0<source id>`.
+//!
+//! The processors read the alerts firing now without a scan of every
+//! alert: the store keeps their keys in memory ([`Live`]), read from the
+//! tree once, at first use, and kept up to date as deliveries are applied.
+//! Earlier versions kept them in the tree as an index under `f/`, one more
+//! key written at a random place of the tree each time an alert fired or
+//! resolved: about a fifth of applying an alert storm (BENCHMARKS.md).
+//! What is left of that index is removed when the firing alerts are read.
 //!
 //! An alert's value is compact ([`Stored`]): the engine rewrites it on
 //! every change of status, and as JSON (about 400 bytes, a quarter of them
@@ -13,7 +18,7 @@
 //! writes every alert as JSON.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -25,6 +30,7 @@ use crate::model::{AlertEvent, AlertStatus, ConnectorName};
 pub const TREE: &str = "alerts";
 
 const ALERT: &str = "a/";
+/// The firing index of earlier versions.
 const FIRING: &str = "f/";
 
 /// The first byte of a compact value; a JSON value starts with `{`.
@@ -32,13 +38,6 @@ const COMPACT: u8 = 1;
 
 fn key(connector: &ConnectorName, source_id: &str) -> Vec<u8> {
     format!("{ALERT}{connector}\0{source_id}").into_bytes()
-}
-
-/// The firing-index key of an alert key.
-fn firing_key(key: &[u8]) -> Vec<u8> {
-    let mut out = FIRING.as_bytes().to_vec();
-    out.extend_from_slice(&key[ALERT.len()..]);
-    out
 }
 
 /// An alert as stored: [`AlertState`] in postcard after the [`COMPACT`]
@@ -186,8 +185,8 @@ impl<'a> Source<'a> {
     }
 }
 
-/// A stored value as JSON, for `csmd store export`: the firing index's
-/// empty values and JSON values as they are.
+/// A stored value as JSON, for `csmd store export`: JSON values, and the
+/// empty values of an earlier version's firing index, as they are.
 pub(super) fn exported<'v>(key: &[u8], value: &'v [u8]) -> Result<Cow<'v, [u8]>, StoreError> {
     if !value.starts_with(&[COMPACT]) {
         return Ok(Cow::Borrowed(value));
@@ -198,6 +197,16 @@ pub(super) fn exported<'v>(key: &[u8], value: &'v [u8]) -> Result<Cow<'v, [u8]>,
     Ok(Cow::Owned(json))
 }
 
+/// What the store keeps of its alerts in memory, shared by every clone,
+/// under the one lock that applying deliveries holds throughout.
+#[derive(Debug, Default)]
+pub struct Live {
+    recent: Recent,
+    /// The keys of the alerts firing now, in key order; read from the tree
+    /// at first use.
+    firing: Option<BTreeSet<Vec<u8>>>,
+}
+
 /// The states of the alerts applied last, so an alert delivered again
 /// soon (sources repeat firing alerts, and a resolution follows its
 /// firing) is not read and decoded from the tree again: most of applying
@@ -206,7 +215,7 @@ pub(super) fn exported<'v>(key: &[u8], value: &'v [u8]) -> Result<Cow<'v, [u8]>,
 /// when the newer is full it replaces the older, so alerts used since
 /// stay.
 #[derive(Debug, Default)]
-pub struct Recent {
+struct Recent {
     newer: HashMap<Vec<u8>, AlertState>,
     older: HashMap<Vec<u8>, AlertState>,
 }
@@ -237,6 +246,14 @@ impl Recent {
     }
 }
 
+/// A stored alert's status.
+fn status(key: &[u8], bytes: &[u8]) -> Result<AlertStatus, StoreError> {
+    Ok(match read::<AlertState>(key, bytes)? {
+        Value::Compact(stored) => stored.status,
+        Value::Json(state) => state.status,
+    })
+}
+
 /// Whether a stored alert is resolved and was last delivered before
 /// `cutoff`.
 fn resolved_before(key: &[u8], bytes: &[u8], cutoff: DateTime<Utc>) -> Result<bool, StoreError> {
@@ -265,16 +282,50 @@ pub struct AlertsApplied {
 }
 
 impl Store {
-    /// The alerts firing now (through the firing index).
-    pub fn firing_alerts(&self) -> Result<Vec<AlertState>, StoreError> {
+    /// The lock on the alerts kept in memory.
+    fn live(&self) -> std::sync::MutexGuard<'_, Live> {
+        self.live_alerts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The keys of the firing alerts in the tree; removes the firing index
+    /// of an earlier version.
+    fn read_firing_keys(&self) -> Result<BTreeSet<Vec<u8>>, StoreError> {
         let tree = &self.alerts;
-        let mut out = Vec::new();
+        let mut firing = BTreeSet::new();
+        for item in tree.scan_prefix(ALERT) {
+            let (k, bytes) = item?;
+            if status(&k, &bytes)? == AlertStatus::Firing {
+                firing.insert(k.to_vec());
+            }
+        }
+        let mut index = sled::Batch::default();
         for item in tree.scan_prefix(FIRING) {
-            let (k, _) = item?;
-            let mut alert_key = ALERT.as_bytes().to_vec();
-            alert_key.extend_from_slice(&k[FIRING.len()..]);
-            if let Some(bytes) = tree.get(&alert_key)? {
-                out.push(decode(&alert_key, &bytes)?);
+            index.remove(item?.0);
+        }
+        tree.apply_batch(index)?;
+        Ok(firing)
+    }
+
+    /// The alerts firing now. Their keys are read from the tree the first
+    /// time, with the lock held so that no delivery is applied meanwhile.
+    pub fn firing_alerts(&self) -> Result<Vec<AlertState>, StoreError> {
+        let keys: Vec<Vec<u8>> = {
+            let mut live = self.live();
+            if live.firing.is_none() {
+                live.firing = Some(self.read_firing_keys()?);
+            }
+            live.firing.iter().flatten().cloned().collect()
+        };
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            if let Some(bytes) = self.alerts.get(&k)? {
+                let state = decode(&k, &bytes)?;
+                // Unless it resolved since the keys were taken.
+                if state.status == AlertStatus::Firing {
+                    out.push(state);
+                }
             }
         }
         Ok(out)
@@ -299,15 +350,8 @@ impl Store {
         deliveries: impl IntoIterator<Item = (&'a ConnectorName, DateTime<Utc>, &'a AlertEvent)>,
     ) -> Result<AlertsApplied, StoreError> {
         let tree = &self.alerts;
-        let mut recent = self
-            .recent_alerts
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut live = self.live();
         let mut states: HashMap<Vec<u8>, AlertState> = HashMap::new();
-        // Whether each alert fired before the batch: its firing-index key
-        // exists exactly then, so it is written or removed only when that
-        // changes, not again for each repeated delivery.
-        let mut fired_before: HashMap<Vec<u8>, bool> = HashMap::new();
         // Alerts whose state the batch changed; an ignored delivery (older
         // than the stored state) writes nothing.
         let mut written = HashSet::new();
@@ -316,16 +360,10 @@ impl Store {
         for (connector, received, event) in deliveries {
             let k = key(connector, &event.source_id);
             if !states.contains_key(&k) {
-                let known = match recent.get(&k) {
+                let known = match live.recent.get(&k) {
                     Some(state) => Some(state),
                     None => tree.get(&k)?.map(|bytes| decode(&k, &bytes)).transpose()?,
                 };
-                fired_before.insert(
-                    k.clone(),
-                    known
-                        .as_ref()
-                        .is_some_and(|state| state.status == AlertStatus::Firing),
-                );
                 if let Some(state) = known {
                     states.insert(k.clone(), state);
                 }
@@ -367,21 +405,23 @@ impl Store {
         let mut batch = sled::Batch::default();
         for k in &written {
             let Some(state) = states.get(k) else { continue };
-            let bytes = encode(state)?;
-            let fired = fired_before.get(k).copied().unwrap_or(false);
-            match state.status {
-                AlertStatus::Firing if !fired => batch.insert(firing_key(k), &[]),
-                AlertStatus::Resolved if fired => batch.remove(firing_key(k)),
-                AlertStatus::Firing | AlertStatus::Resolved => {}
-            }
-            batch.insert(k.as_slice(), bytes);
+            batch.insert(k.as_slice(), encode(state)?);
         }
         tree.apply_batch(batch)?;
-        // Only what the tree now holds.
+        // Only what the tree now holds. Firing keys not read yet will be
+        // read with this batch in the tree.
+        let Live { recent, firing } = &mut *live;
         for (k, state) in states {
-            if written.contains(&k) {
-                recent.put(k, state);
+            if !written.contains(&k) {
+                continue;
             }
+            if let Some(firing) = firing {
+                match state.status {
+                    AlertStatus::Firing => firing.insert(k.clone()),
+                    AlertStatus::Resolved => firing.remove(&k),
+                };
+            }
+            recent.put(k, state);
         }
         Ok(applied)
     }
@@ -405,16 +445,13 @@ impl Store {
             if stale.len() < PURGE_BATCH && next.is_some() {
                 continue;
             }
-            let mut recent = self
-                .recent_alerts
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut live = self.live();
             let mut batch = sled::Batch::default();
             for k in stale.drain(..) {
                 if let Some(bytes) = tree.get(&k)?
                     && resolved_before(&k, &bytes, cutoff)?
                 {
-                    recent.remove(&k);
+                    live.recent.remove(&k);
                     batch.remove(k);
                     removed += 1;
                 }
@@ -600,7 +637,7 @@ mod tests {
     }
 
     #[test]
-    fn the_firing_index_follows_each_alert_through_repeats_and_resolutions() {
+    fn the_firing_alerts_follow_each_alert_through_repeats_and_resolutions() {
         let (_dir, store) = temp_store();
         let connector: ConnectorName = "mon".parse().unwrap();
         let apply = |events: &[AlertEvent]| apply(&store, events);
@@ -618,6 +655,8 @@ mod tests {
             starts_at: Some("2026-11-22T11:00:00Z".parse().unwrap()),
             ..event(id, status)
         };
+        // Read before any alert is applied, and kept up to date since.
+        firing(&[]);
         // Fired, repeated and resolved within one batch; fired and
         // repeated; resolved unseen.
         apply(&[
@@ -649,6 +688,37 @@ mod tests {
         ]);
         firing(&[]);
         assert_eq!(store.alert(&connector, "b").unwrap().unwrap().deliveries, 4);
+    }
+
+    #[test]
+    fn the_firing_alerts_are_read_again_from_the_tree_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let ids = |alerts: Vec<AlertState>| -> Vec<String> {
+            alerts.into_iter().map(|a| a.source_id).collect()
+        };
+        {
+            let store = Store::open(dir.path()).unwrap();
+            apply(
+                &store,
+                &[
+                    event("a", AlertStatus::Firing),
+                    event("b", AlertStatus::Firing),
+                    event("c", AlertStatus::Firing),
+                ],
+            );
+            apply(&store, &[event("b", AlertStatus::Resolved)]);
+            assert_eq!(ids(store.firing_alerts().unwrap()), ["a", "c"]);
+        }
+        let store = Store::open(dir.path()).unwrap();
+        // Applied before the firing alerts are first read: read with them.
+        apply(
+            &store,
+            &[
+                event("c", AlertStatus::Resolved),
+                event("d", AlertStatus::Firing),
+            ],
+        );
+        assert_eq!(ids(store.firing_alerts().unwrap()), ["a", "d"]);
     }
 
     /// An alert with every field set, its instants with nanoseconds, and
@@ -713,7 +783,12 @@ mod tests {
         let k = key(&connector, "a1");
         let json = serde_json::to_vec(&old).unwrap();
         store.alerts.insert(&k, json.as_slice()).unwrap();
-        store.alerts.insert(firing_key(&k), &[]).unwrap();
+        // And in the firing index of that version, which goes once the
+        // firing alerts are read.
+        let indexed = [FIRING.as_bytes(), &k[ALERT.len()..]].concat();
+        store.alerts.insert(&indexed, &[]).unwrap();
+        assert_eq!(store.firing_alerts().unwrap(), [old.clone()]);
+        assert_eq!(store.alerts.scan_prefix(FIRING).count(), 0);
         assert_eq!(store.alert(&connector, "a1").unwrap(), Some(old.clone()));
         let source = Source::read(&k, &json).unwrap();
         assert_eq!(

@@ -50,9 +50,9 @@ impl Store {
         &self,
         mut each: impl FnMut(&[u8], &[u8]) -> Result<(), E>,
     ) -> Result<(), E> {
-        // The alerts' own key prefix in the `alerts` tree (the firing
-        // index's keys are under "f/"); a test checks this reads what
-        // `Store::alerts` reads.
+        // The alerts' own key prefix in the `alerts` tree (an earlier
+        // version's firing index may be under "f/"); a test checks this
+        // reads what `Store::alerts` reads.
         for item in self.alerts.scan_prefix(ALERT_PREFIX) {
             let (key, bytes) = item.map_err(StoreError::from)?;
             each(&key, &bytes)?;

@@ -103,8 +103,8 @@ pub struct Store {
     meta: sled::Tree,
     outbox: sled::Tree,
     alerts: sled::Tree,
-    /// The states of the alerts applied last, shared by every clone.
-    recent_alerts: std::sync::Arc<std::sync::Mutex<alerts::Recent>>,
+    /// What is kept of the alerts in memory, shared by every clone.
+    live_alerts: std::sync::Arc<std::sync::Mutex<alerts::Live>>,
     /// The newest durable journal entries, shared by every clone.
     tail: std::sync::Arc<journal::Tail>,
     /// The engine's position as last stored, for those who wait on it
@@ -136,7 +136,7 @@ impl Store {
             meta,
             outbox: db.open_tree(outbox::TREE)?,
             alerts: db.open_tree(alerts::TREE)?,
-            recent_alerts: Default::default(),
+            live_alerts: Default::default(),
             tail: Default::default(),
             engine_applied: std::sync::Arc::new(engine_applied),
             sip: sip::SipTree::new(db.open_tree(sip::TREE)?),
