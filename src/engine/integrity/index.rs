@@ -476,6 +476,26 @@ impl Index {
         }
     }
 
+    /// Whether records of this kind are in the index: no other rule reads
+    /// them, so a changed one needs no read from the store (after an
+    /// incident sync, that is every record of it).
+    pub fn follows(record: &ItsmRecord) -> bool {
+        match record {
+            ItsmRecord::Ci(_)
+            | ItsmRecord::InstallBaseItem(_)
+            | ItsmRecord::Subscription(_)
+            | ItsmRecord::Change(_)
+            | ItsmRecord::Charge(_)
+            | ItsmRecord::Account(_)
+            | ItsmRecord::BillingAccount(_) => true,
+            ItsmRecord::Contact(_)
+            | ItsmRecord::Incident(_)
+            | ItsmRecord::ChangeCi(_)
+            | ItsmRecord::Problem(_)
+            | ItsmRecord::ProblemTask(_) => false,
+        }
+    }
+
     /// Brings a changed record into the index; returns the things and
     /// changes whose rules must be evaluated again.
     pub fn update(&mut self, record: Changed, touched: &mut Touched) {
@@ -549,6 +569,7 @@ impl Index {
             // by a full run, which rebuilds the index; an account is rarely
             // renumbered.
             ItsmRecord::Account(_) | ItsmRecord::BillingAccount(_) => touched.everything = true,
+            // Not followed (`Index::follows`).
             ItsmRecord::Contact(_)
             | ItsmRecord::Incident(_)
             | ItsmRecord::ChangeCi(_)

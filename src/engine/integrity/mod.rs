@@ -407,12 +407,16 @@ impl Reconciler {
                 // Most alerts are on hosts already known to be monitored,
                 // or on no host at all: they change nothing, and need no
                 // read of their state.
-                if let Event::Alert(alert) = &entry.event
-                    && alert
+                let unchanging = match &entry.event {
+                    Event::Alert(alert) => alert
                         .ci
                         .as_ref()
-                        .is_none_or(|ci| index.monitors(entry.connector.as_str(), ci))
-                {
+                        .is_none_or(|ci| index.monitors(entry.connector.as_str(), ci)),
+                    // Incidents, contacts and the like: no rule reads them.
+                    Event::Itsm(record) => !Index::follows(record),
+                    Event::Feedback(_) => true,
+                };
+                if unchanging {
                     continue;
                 }
                 if let Some(changed) = current(store, entry)? {
