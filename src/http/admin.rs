@@ -215,9 +215,12 @@ async fn list_records(
     Path(kind): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let kind = record_kind(&kind)?;
-    Ok(Json(
-        json!({ "kind": kind, "count": state.store.itsm_count(kind)? }),
-    ))
+    // A scan of the tree: not on the runtime's threads.
+    let store = state.store.clone();
+    let count = tokio::task::spawn_blocking(move || store.itsm_count(kind))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    Ok(Json(json!({ "kind": kind, "count": count })))
 }
 
 async fn show_record(
