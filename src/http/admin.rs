@@ -215,11 +215,8 @@ async fn list_records(
     Path(kind): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let kind = record_kind(&kind)?;
-    // A scan of the tree: not on the runtime's threads.
     let store = state.store.clone();
-    let count = tokio::task::spawn_blocking(move || store.itsm_count(kind))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    let count = super::blocking(move || store.itsm_count(kind)).await?;
     Ok(Json(json!({ "kind": kind, "count": count })))
 }
 

@@ -35,9 +35,7 @@ async fn list(
     let Query(query) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
     let store = state.store.clone();
     let alerts =
-        tokio::task::spawn_blocking(move || store.alerts(query.connector.as_ref(), query.status))
-            .await
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+        super::blocking(move || store.alerts(query.connector.as_ref(), query.status)).await?;
     Ok(Json(json!({ "alerts": alerts })))
 }
 
@@ -45,9 +43,7 @@ async fn list(
 /// a change under way covers them ("during maintenance").
 async fn disruptions(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
     let store = state.store.clone();
-    let told = tokio::task::spawn_blocking(move || crate::engine::disruption::told(&store))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    let told = super::blocking(move || crate::engine::disruption::told(&store)).await?;
     let customers: Vec<Value> = told
         .into_iter()
         .map(|(customer, told)| {
@@ -65,9 +61,7 @@ async fn disruptions(State(state): State<Arc<AppState>>) -> Result<Json<Value>, 
 /// proactive cases (keys of the write-back queue).
 async fn outages(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
     let store = state.store.clone();
-    let outages = tokio::task::spawn_blocking(move || crate::engine::proactive::outages(&store))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    let outages = super::blocking(move || crate::engine::proactive::outages(&store)).await?;
     let outages: Vec<_> = outages.into_values().collect();
     Ok(Json(json!({ "outages": outages })))
 }

@@ -54,7 +54,7 @@ async fn query<T: Send + 'static>(
     run: impl FnOnce(&crate::store::Store, &Context<'_>) -> Result<T, ChangesError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let state = state.clone();
-    tokio::task::spawn_blocking(move || {
+    super::blocking(move || {
         let config = state.config.load_full();
         let context = Context {
             customers: &config.customers,
@@ -64,8 +64,6 @@ async fn query<T: Send + 'static>(
         run(&state.store, &context)
     })
     .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-    .map_err(ApiError::from)
 }
 
 async fn list(

@@ -57,9 +57,7 @@ async fn list(
         return Err(bad(format!("no customer {customer}")));
     }
     let store = state.store.clone();
-    let issues = tokio::task::spawn_blocking(move || store.integrity_issues())
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    let issues = super::blocking(move || store.integrity_issues()).await?;
     let issues: Vec<_> = issues
         .into_iter()
         .filter(|i| rule.is_none_or(|r| i.rule == r))

@@ -62,10 +62,7 @@ async fn list(
     };
     let limit = query.limit.unwrap_or(100).min(10_000);
     let store = state.store.clone();
-    let (messages, counts) =
-        tokio::task::spawn_blocking(move || store.outbox_overview(&filter, limit))
-            .await
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    let (messages, counts) = super::blocking(move || store.outbox_overview(&filter, limit)).await?;
     let counts: serde_json::Map<String, Value> = MessageStatus::ALL
         .into_iter()
         .map(|s| {

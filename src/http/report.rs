@@ -54,14 +54,12 @@ async fn with_reporter<T: Send + 'static>(
     work: impl FnOnce(&Reporter<'_>, &crate::store::Store) -> Result<T, ReportError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let state = state.clone();
-    tokio::task::spawn_blocking(move || {
+    super::blocking(move || {
         let config = state.config.load_full();
         let reporter = Reporter::of(&config, &state.templates, &state.from);
         work(&reporter, &state.store)
     })
     .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-    .map_err(ApiError::from)
 }
 
 async fn preview(

@@ -156,13 +156,12 @@ async fn digest(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiEr
         ));
     }
     let run = state.clone();
-    let queued =
-        tokio::task::spawn_blocking(move || crate::app::queue_sip_digest(&run, chrono::Utc::now()))
-            .await
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-            .map_err(|e| match e {
-                crate::engine::sip::DigestError::Sip(e) => ApiError::from(e),
-                e => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-            })?;
+    let queued = super::blocking(move || {
+        crate::app::queue_sip_digest(&run, chrono::Utc::now()).map_err(|e| match e {
+            crate::engine::sip::DigestError::Sip(e) => ApiError::from(e),
+            e => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        })
+    })
+    .await?;
     Ok(Json(json!({ "queued": queued })))
 }
