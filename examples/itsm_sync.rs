@@ -19,8 +19,8 @@
 //! the sync is applied; `VmRSS` is sampled every 10 ms as well. The count
 //! that checks the store afterwards is a scan of the whole incidents tree
 //! through sled's page cache, which raises the RSS by tens of MB for a
-//! second; its `VmHWM` is printed apart, as it is not the sync's. A run fails (exit 1) when csmd does not
-//! read every record exactly once.
+//! second; its `VmHWM` is printed apart, as it is not the sync's. A run
+//! fails (exit 1) when csmd does not read every record exactly once.
 //!
 //! ```text
 //! cargo build --release && cargo run --release --example itsm_sync

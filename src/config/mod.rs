@@ -465,7 +465,7 @@ pub(crate) fn resolve_secret(
 /// The shortest `alert_retention` accepted: sources deliver a resolution
 /// again for a while (Alertmanager on every `repeat_interval` and on
 /// retries), and an alert removed before it stops would be taken for new.
-pub const MIN_ALERT_RETENTION: Duration = Duration::from_secs(86_400);
+const MIN_ALERT_RETENTION: Duration = Duration::from_secs(86_400);
 
 /// The largest page cache `store_cache_mib` accepts: 64 GiB.
 const MAX_CACHE_MIB: u64 = 64 * 1024;
@@ -516,7 +516,7 @@ fn resolve_daemon(
         max_unapplied_events: section.max_unapplied_events,
         shutdown_grace: section.shutdown_grace.0,
         journal_retention: section.journal_retention.0,
-        alert_retention: alert_retention.max(MIN_ALERT_RETENTION),
+        alert_retention,
     }
 }
 

@@ -453,13 +453,13 @@ mod tests {
 
     use super::*;
     use crate::metrics::Metrics;
-    use crate::model::AlertEvent;
+    use crate::model::{AlertEvent, AlertStatus};
     use crate::store::journal::{Append, Journal};
 
-    fn alert(id: &str) -> Event {
-        Event::Alert(AlertEvent {
+    fn alert_event(id: &str, status: AlertStatus) -> AlertEvent {
+        AlertEvent {
             source_id: id.into(),
-            status: crate::model::AlertStatus::Firing,
+            status,
             service: None,
             ci: None,
             customer: None,
@@ -467,7 +467,11 @@ mod tests {
             summary: "x".into(),
             starts_at: None,
             ends_at: None,
-        })
+        }
+    }
+
+    fn alert(id: &str) -> Event {
+        Event::Alert(alert_event(id, AlertStatus::Firing))
     }
 
     #[tokio::test]
@@ -553,21 +557,11 @@ mod tests {
         let config = Arc::new(crate::config::load(&dir.path().join("csmd.toml")).unwrap());
         let store = Store::open(&dir.path().join("data")).unwrap();
         let connector: crate::model::ConnectorName = "mon".parse().unwrap();
-        let event = |id: &str, status| AlertEvent {
-            status,
-            ..match alert(id) {
-                Event::Alert(a) => a,
-                _ => unreachable!(),
-            }
-        };
         let now = chrono::Utc::now();
         for (id, at) in [("old", now - chrono::TimeDelta::days(3)), ("new", now)] {
-            for status in [
-                crate::model::AlertStatus::Firing,
-                crate::model::AlertStatus::Resolved,
-            ] {
+            for status in [AlertStatus::Firing, AlertStatus::Resolved] {
                 store
-                    .apply_alerts([(&connector, at, &event(id, status))])
+                    .apply_alerts([(&connector, at, &alert_event(id, status))])
                     .unwrap();
             }
         }

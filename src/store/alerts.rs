@@ -246,23 +246,20 @@ impl Recent {
     }
 }
 
-/// A stored alert's status.
-fn status(key: &[u8], bytes: &[u8]) -> Result<AlertStatus, StoreError> {
+/// A stored alert's status and last delivery, read without building its
+/// [`AlertState`] when compact.
+fn status_and_last_seen(key: &[u8], bytes: &[u8]) -> Result<(AlertStatus, Instant), StoreError> {
     Ok(match read::<AlertState>(key, bytes)? {
-        Value::Compact(stored) => stored.status,
-        Value::Json(state) => state.status,
+        Value::Compact(stored) => (stored.status, stored.last_seen),
+        Value::Json(state) => (state.status, instant(state.last_seen)),
     })
 }
 
 /// Whether a stored alert is resolved and was last delivered before
 /// `cutoff`.
-fn resolved_before(key: &[u8], bytes: &[u8], cutoff: DateTime<Utc>) -> Result<bool, StoreError> {
-    Ok(match read::<AlertState>(key, bytes)? {
-        Value::Compact(stored) => {
-            stored.status == AlertStatus::Resolved && stored.last_seen < instant(cutoff)
-        }
-        Value::Json(state) => state.status == AlertStatus::Resolved && state.last_seen < cutoff,
-    })
+fn resolved_before(key: &[u8], bytes: &[u8], cutoff: Instant) -> Result<bool, StoreError> {
+    let (status, last_seen) = status_and_last_seen(key, bytes)?;
+    Ok(status == AlertStatus::Resolved && last_seen < cutoff)
 }
 
 /// Alerts removed in one batch when purging.
@@ -296,7 +293,7 @@ impl Store {
         let mut firing = BTreeSet::new();
         for item in tree.scan_prefix(ALERT) {
             let (k, bytes) = item?;
-            if status(&k, &bytes)? == AlertStatus::Firing {
+            if status_and_last_seen(&k, &bytes)?.0 == AlertStatus::Firing {
                 firing.insert(k.to_vec());
             }
         }
@@ -432,6 +429,7 @@ impl Store {
     /// meanwhile is kept.
     pub fn purge_resolved_alerts(&self, cutoff: DateTime<Utc>) -> Result<usize, StoreError> {
         let tree = &self.alerts;
+        let cutoff = instant(cutoff);
         let mut removed = 0;
         let mut stale = Vec::with_capacity(PURGE_BATCH);
         let mut scan = tree.scan_prefix(ALERT);
