@@ -159,6 +159,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     tasks.spawn(engine::run_planner(
         "maintenance",
         applied.clone(),
+        // Reads every change request and the inventory: at most a fifth
+        // of a core.
+        engine::Rest(4),
         move || {
             let config = planning.config.load_full();
             let queued = engine::maintenance::Planner {
@@ -190,6 +193,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     tasks.spawn(engine::run_planner(
         "sip sources",
         applied,
+        // Reads every incident and problem: at most a tenth of a core.
+        engine::Rest(9),
         move || {
             sip_sources(&sourcing, &changed);
             Ok::<_, std::convert::Infallible>(engine::Planned::default())
@@ -202,6 +207,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     tasks.spawn(engine::run_planner(
         "proactive tickets",
         alerted.clone(),
+        engine::Rest(0),
         move || {
             let config = ticketing.config.load_full();
             engine::proactive::Planner {
@@ -221,6 +227,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     tasks.spawn(engine::run_planner(
         "disruptions",
         alerted,
+        // Incremental, and customers wait for its notices.
+        engine::Rest(0),
         move || {
             let config = disrupting.config.load_full();
             let mut memory = memory.lock().unwrap_or_else(PoisonError::into_inner);

@@ -408,13 +408,31 @@ pub struct Planned {
     pub due: Option<chrono::DateTime<chrono::Utc>>,
 }
 
-/// Runs `planner` (on a blocking thread) now, after each `signal`, when
-/// its last run said something falls due, and at least every
-/// [`PLAN_EVERY`], until shutdown; `on_queued` is told how many messages a
-/// run queued, when it queued some.
+/// How long a planner rests after a run before a signal may start the
+/// next one: `rest` times as long as the run took, and never more than
+/// [`PLAN_EVERY`]. A planner that reads a whole tree then takes at most
+/// `1 / (rest + 1)` of a core however often its signal fires, as it does
+/// batch after batch while a full ITSM sync or a stream of pushed records
+/// is applied. 0 runs again as soon as signalled, for planners whose runs
+/// are short and whose messages are urgent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rest(pub u32);
+
+impl Rest {
+    /// Until when a planner rests after a run of `took` that ended `at`.
+    fn until(self, at: tokio::time::Instant, took: Duration) -> tokio::time::Instant {
+        at + took.saturating_mul(self.0).min(PLAN_EVERY)
+    }
+}
+
+/// Runs `planner` (on a blocking thread) now, after each `signal` (once
+/// it has rested, see [`Rest`]), when its last run said something falls
+/// due, and at least every [`PLAN_EVERY`], until shutdown; `on_queued` is
+/// told how many messages a run queued, when it queued some.
 pub async fn run_planner<F, E>(
     what: &'static str,
     mut signal: watch::Receiver<()>,
+    rest: Rest,
     planner: F,
     on_queued: impl Fn(usize),
     shutdown: CancellationToken,
@@ -425,7 +443,11 @@ pub async fn run_planner<F, E>(
     loop {
         let plan = planner.clone();
         let mut wait = PLAN_EVERY;
-        match tokio::task::spawn_blocking(plan).await {
+        let started = tokio::time::Instant::now();
+        let outcome = tokio::task::spawn_blocking(plan).await;
+        let ended = tokio::time::Instant::now();
+        let rested = rest.until(ended, ended - started);
+        match outcome {
             Ok(Ok(planned)) => {
                 if planned.queued > 0 {
                     tracing::debug!(planner = what, queued = planned.queued, "Messages queued");
@@ -442,7 +464,11 @@ pub async fn run_planner<F, E>(
         tokio::select! {
             _ = shutdown.cancelled() => return,
             changed = signal.changed() => if changed.is_err() { return },
-            _ = tokio::time::sleep(wait) => {}
+            _ = tokio::time::sleep(wait) => continue,
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep_until(rested) => {}
         }
     }
 }
@@ -528,6 +554,46 @@ mod tests {
         );
         drop(journal);
         committer.join().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_planner_signalled_again_rests_in_proportion_to_its_last_run() {
+        const RUN: Duration = Duration::from_millis(40);
+        let (runs, mut ran) = tokio::sync::mpsc::unbounded_channel();
+        let (signal, signalled) = watch::channel(());
+        let shutdown = CancellationToken::new();
+        let planner = tokio::spawn(run_planner(
+            "test",
+            signalled,
+            Rest(4),
+            move || {
+                let started = std::time::Instant::now();
+                // What reading a large tree would take.
+                std::thread::sleep(RUN);
+                let _ = runs.send((started, std::time::Instant::now()));
+                Ok::<_, std::convert::Infallible>(Planned::default())
+            },
+            |_| {},
+            shutdown.clone(),
+        ));
+        let (_, first_ended) = ran.recv().await.expect("the first run");
+        signal.send_replace(());
+        let (second_started, _) = ran.recv().await.expect("a run after the signal");
+        let rested = second_started - first_ended;
+        assert!(rested >= RUN * 4, "rested only {rested:?}");
+        shutdown.cancel();
+        planner.await.expect("the planner stops");
+    }
+
+    #[test]
+    fn a_planners_rest_is_never_longer_than_its_longest_wait() {
+        let now = tokio::time::Instant::now();
+        assert_eq!(Rest(0).until(now, Duration::from_secs(5)), now);
+        assert_eq!(
+            Rest(9).until(now, Duration::from_millis(100)),
+            now + Duration::from_millis(900)
+        );
+        assert_eq!(Rest(u32::MAX).until(now, Duration::MAX), now + PLAN_EVERY);
     }
 
     #[test]
