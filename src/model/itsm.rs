@@ -150,7 +150,8 @@ pub struct InstallBaseItem {
     pub updated_at: DateTime<Utc>,
 }
 
-/// Incident states (ServiceNow's `incident.state` choice list).
+/// Incident states (ServiceNow's `incident.state` choice list). The store
+/// keeps a variant's position (compact incidents): add new ones at the end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum IncidentState {

@@ -23,6 +23,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::compact::{self, COMPACT, Instant, borrowed, instant, owned};
 use super::{Store, StoreError};
 use crate::model::alert::{AlertChange, AlertState};
 use crate::model::{AlertEvent, AlertStatus, ConnectorName};
@@ -32,9 +33,6 @@ pub const TREE: &str = "alerts";
 const ALERT: &str = "a/";
 /// The firing index of earlier versions.
 const FIRING: &str = "f/";
-
-/// The first byte of a compact value; a JSON value starts with `{`.
-const COMPACT: u8 = 1;
 
 fn key(connector: &ConnectorName, source_id: &str) -> Vec<u8> {
     format!("{ALERT}{connector}\0{source_id}").into_bytes()
@@ -67,17 +65,6 @@ struct Stored<'a> {
     deliveries: u64,
 }
 
-/// Seconds and nanoseconds since the Unix epoch: exact, and a few bytes.
-type Instant = (i64, u32);
-
-fn instant(at: DateTime<Utc>) -> Instant {
-    (at.timestamp(), at.timestamp_subsec_nanos())
-}
-
-fn borrowed(s: &Option<String>) -> Option<Cow<'_, str>> {
-    s.as_deref().map(Cow::Borrowed)
-}
-
 fn encode(state: &AlertState) -> Result<Vec<u8>, StoreError> {
     let stored = Stored {
         connector: Cow::Borrowed(state.connector.as_str()),
@@ -101,11 +88,7 @@ fn encode(state: &AlertState) -> Result<Vec<u8>, StoreError> {
 }
 
 fn corrupt(key: &[u8], message: String) -> StoreError {
-    StoreError::Corrupt {
-        tree: TREE,
-        key: String::from_utf8_lossy(key).into_owned(),
-        message,
-    }
+    compact::corrupt(TREE, key, message)
 }
 
 /// A stored value, borrowed: [`Stored`] when compact, else `T` from the
@@ -137,11 +120,7 @@ fn decode(key: &[u8], bytes: &[u8]) -> Result<AlertState, StoreError> {
         Value::Compact(stored) => stored,
         Value::Json(state) => return Ok(state),
     };
-    let at = |(secs, nanos): Instant| {
-        DateTime::from_timestamp(secs, nanos)
-            .ok_or_else(|| corrupt(key, format!("instant {secs}.{nanos:09} is out of range")))
-    };
-    let owned = |s: Option<Cow<'_, str>>| s.map(Cow::into_owned);
+    let at = |instant| compact::date_time(TREE, key, instant);
     Ok(AlertState {
         connector: stored
             .connector

@@ -11,7 +11,10 @@
 use chrono::{DateTime, Utc};
 
 use super::{Store, StoreError, TypedTree};
+
+mod stored;
 use crate::model::itsm::{Change, ChangeTransition, ItsmRecord, Rescheduled};
+pub(super) use stored::{INCIDENTS, exported};
 
 /// The tree of change request histories.
 pub(super) const CHANGE_HISTORY: &str = "change_history";
@@ -61,17 +64,10 @@ impl Store {
             // read later is the later one, so it wins too, unless it is the
             // very same record. A copy earlier in this batch is already in
             // the tree.
-            let stored: Option<ItsmRecord> =
-                match tree.get(record.id().as_bytes())? {
-                    Some(bytes) => Some(serde_json::from_slice(&bytes).map_err(|source| {
-                        StoreError::Decode {
-                            tree: name,
-                            key: record.id().to_string(),
-                            source,
-                        }
-                    })?),
-                    None => None,
-                };
+            let stored = match tree.get(record.id().as_bytes())? {
+                Some(bytes) => Some(stored::decode(name, record.id().as_bytes(), &bytes)?),
+                None => None,
+            };
             let newer = stored.as_ref().is_none_or(|stored| {
                 record.updated_at() >= stored.updated_at() && record != stored
             });
@@ -92,8 +88,7 @@ impl Store {
                         record_transition(history, &transition)?;
                     }
                 }
-                let bytes = serde_json::to_vec(record)
-                    .map_err(|source| StoreError::Encode { tree: name, source })?;
+                let bytes = stored::encode(name, record)?;
                 tree.insert(record.id().as_bytes(), bytes)?;
                 applied.changed += 1;
                 applied.kinds |= record.kind_bit();
@@ -126,15 +121,7 @@ impl Store {
         id: &str,
     ) -> Result<Option<ItsmRecord>, StoreError> {
         match self.itsm_tree(tree)?.get(id.as_bytes())? {
-            Some(bytes) => {
-                serde_json::from_slice(&bytes)
-                    .map(Some)
-                    .map_err(|source| StoreError::Decode {
-                        tree,
-                        key: id.to_string(),
-                        source,
-                    })
-            }
+            Some(bytes) => stored::decode(tree, id.as_bytes(), &bytes).map(Some),
             None => Ok(None),
         }
     }
@@ -152,18 +139,15 @@ impl Store {
     ) -> Result<impl Iterator<Item = Result<ItsmRecord, StoreError>>, StoreError> {
         Ok(self.itsm_tree(tree)?.iter().map(move |item| {
             let (key, bytes) = item?;
-            serde_json::from_slice(&bytes).map_err(|source| StoreError::Decode {
-                tree,
-                key: String::from_utf8_lossy(&key).into_owned(),
-                source,
-            })
+            stored::decode(tree, &key, &bytes)
         }))
     }
 
     /// Calls `each` with every record of an ITSM tree as stored (its key
     /// and JSON bytes), by id: for a scan that decodes only a few fields
     /// of each record (the data-integrity index), which costs a fraction of
-    /// decoding the whole [`ItsmRecord`].
+    /// decoding the whole [`ItsmRecord`]. Not for incidents, which are
+    /// stored compact ([`stored`]).
     pub fn itsm_scan_raw<E: From<StoreError>>(
         &self,
         tree: &'static str,

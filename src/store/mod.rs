@@ -3,6 +3,7 @@
 //! [`journal`], and reads and writes the format-independent [`dump`].
 
 pub mod alerts;
+mod compact;
 pub mod dump;
 mod integrity;
 mod itsm;

@@ -149,9 +149,11 @@ impl StoreExport {
             let mut count = 0;
             for item in self.db.open_tree(&name)?.iter() {
                 let (key, value) = item?;
-                // Alerts are stored compact; the dump holds them as JSON.
+                // Alerts and incidents are stored compact; the dump holds
+                // them as JSON.
                 let value = match tree_name {
                     super::alerts::TREE => super::alerts::exported(&key, &value)?,
+                    super::itsm::INCIDENTS => super::itsm::exported(&key, &value)?,
                     _ => std::borrow::Cow::Borrowed(value.as_ref()),
                 };
                 format::write_record(&mut out, tree_name, &key, &value).map_err(io)?;
