@@ -1,13 +1,15 @@
 //! Events as the sources hand them to the store's journal.
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use super::ConnectorName;
 use super::itsm::ItsmRecord;
+use super::tagged::{self, Tagged};
 
 /// One normalised inbound event. Each source kind adds its own variant.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Read with [`tagged`], which must name the same variants.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
     Alert(AlertEvent),
@@ -15,6 +17,27 @@ pub enum Event {
     Itsm(ItsmRecord),
     /// A survey answer or a complaint.
     Feedback(FeedbackEvent),
+}
+
+impl<'de> Deserialize<'de> for Event {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        tagged::deserialize(deserializer)
+    }
+}
+
+impl Tagged for Event {
+    const TAG: &'static str = "type";
+    const VARIANTS: &'static [&'static str] = &["alert", "itsm", "feedback"];
+    const EXPECTING: &'static str = "an event";
+
+    fn variant<'de, D: Deserializer<'de>>(tag: &str, rest: D) -> Result<Self, D::Error> {
+        match tag {
+            "alert" => AlertEvent::deserialize(rest).map(Event::Alert),
+            "itsm" => ItsmRecord::deserialize(rest).map(Event::Itsm),
+            "feedback" => FeedbackEvent::deserialize(rest).map(Event::Feedback),
+            other => Err(Self::unknown(other)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,10 +4,13 @@
 //! newer one, change nothing.
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
-/// One ITSM record of any kind.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+use super::tagged::{self, Tagged};
+
+/// One ITSM record of any kind. Read with [`tagged`], which must name the
+/// same variants.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ItsmRecord {
     Account(Account),
@@ -25,6 +28,50 @@ pub enum ItsmRecord {
     Subscription(Subscription),
     /// From billing: a one-off charge.
     Charge(Charge),
+}
+
+impl<'de> Deserialize<'de> for ItsmRecord {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        tagged::deserialize(deserializer)
+    }
+}
+
+impl Tagged for ItsmRecord {
+    const TAG: &'static str = "kind";
+    const VARIANTS: &'static [&'static str] = &[
+        "account",
+        "contact",
+        "ci",
+        "install_base_item",
+        "incident",
+        "change",
+        "change_ci",
+        "problem",
+        "problem_task",
+        "billing_account",
+        "subscription",
+        "charge",
+    ];
+    const EXPECTING: &'static str = "an ITSM record";
+
+    fn variant<'de, D: Deserializer<'de>>(tag: &str, rest: D) -> Result<Self, D::Error> {
+        use ItsmRecord as R;
+        match tag {
+            "account" => Account::deserialize(rest).map(R::Account),
+            "contact" => Contact::deserialize(rest).map(R::Contact),
+            "ci" => Ci::deserialize(rest).map(R::Ci),
+            "install_base_item" => InstallBaseItem::deserialize(rest).map(R::InstallBaseItem),
+            "incident" => Incident::deserialize(rest).map(R::Incident),
+            "change" => Change::deserialize(rest).map(R::Change),
+            "change_ci" => ChangeCi::deserialize(rest).map(R::ChangeCi),
+            "problem" => Problem::deserialize(rest).map(R::Problem),
+            "problem_task" => ProblemTask::deserialize(rest).map(R::ProblemTask),
+            "billing_account" => BillingAccount::deserialize(rest).map(R::BillingAccount),
+            "subscription" => Subscription::deserialize(rest).map(R::Subscription),
+            "charge" => Charge::deserialize(rest).map(R::Charge),
+            other => Err(Self::unknown(other)),
+        }
+    }
 }
 
 /// The store trees of ITSM records, one per kind, by the name the store

@@ -8,6 +8,7 @@ pub mod integrity;
 pub mod itsm;
 pub mod outbox;
 pub mod sip;
+mod tagged;
 
 pub use event::{AlertEvent, AlertStatus, Event, FeedbackEvent, FeedbackKind, JournalEntry};
 pub use ids::{ConnectorName, CustomerId, IdError};
