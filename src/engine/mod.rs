@@ -446,7 +446,6 @@ pub async fn run_planner<F, E>(
         let started = tokio::time::Instant::now();
         let outcome = tokio::task::spawn_blocking(plan).await;
         let ended = tokio::time::Instant::now();
-        let rested = rest.until(ended, ended - started);
         match outcome {
             Ok(Ok(planned)) => {
                 if planned.queued > 0 {
@@ -461,6 +460,8 @@ pub async fn run_planner<F, E>(
             Ok(Err(e)) => tracing::error!(planner = what, error = %e, "Planning failed"),
             Err(e) => tracing::error!(planner = what, error = %e, "Planning failed"),
         }
+        // A rest never delays a run that falls due.
+        let rested = rest.until(ended, ended - started).min(ended + wait);
         tokio::select! {
             _ = shutdown.cancelled() => return,
             changed = signal.changed() => if changed.is_err() { return },

@@ -8,7 +8,7 @@ use super::itsm::ItsmRecord;
 use super::tagged::{self, Tagged};
 
 /// One normalised inbound event. Each source kind adds its own variant.
-/// Read with [`tagged`], which must name the same variants.
+/// Read tag first (`model::tagged`), which must name the same variants.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {

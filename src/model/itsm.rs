@@ -8,8 +8,8 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use super::tagged::{self, Tagged};
 
-/// One ITSM record of any kind. Read with [`tagged`], which must name the
-/// same variants.
+/// One ITSM record of any kind. Read tag first (`model::tagged`), which
+/// must name the same variants.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ItsmRecord {

@@ -1,6 +1,7 @@
 //! ITSM records in the store: one tree per kind, keyed by the upstream's
 //! record id. Applying keeps the newest copy by its update time, so a
 //! replayed or out-of-order copy changes nothing.
+//! Incidents are stored compact, every other kind as JSON ([`stored`]).
 //!
 //! Change requests also get a history (`change_history`): one entry per
 //! stored version whose state or planned window differs from the copy it
@@ -11,9 +12,9 @@
 use chrono::{DateTime, Utc};
 
 use super::{Store, StoreError, TypedTree};
+use crate::model::itsm::{Change, ChangeTransition, ItsmRecord, Rescheduled};
 
 mod stored;
-use crate::model::itsm::{Change, ChangeTransition, ItsmRecord, Rescheduled};
 pub(super) use stored::{INCIDENTS, exported};
 
 /// The tree of change request histories.
@@ -147,7 +148,7 @@ impl Store {
     /// and JSON bytes), by id: for a scan that decodes only a few fields
     /// of each record (the data-integrity index), which costs a fraction of
     /// decoding the whole [`ItsmRecord`]. Not for incidents, which are
-    /// stored compact ([`stored`]).
+    /// stored compact.
     pub fn itsm_scan_raw<E: From<StoreError>>(
         &self,
         tree: &'static str,

@@ -94,6 +94,13 @@ pub(super) fn decode(
             source,
         });
     };
+    if tree != INCIDENTS {
+        return Err(compact::corrupt(
+            tree,
+            key,
+            "a compact value outside the incidents".into(),
+        ));
+    }
     let stored: StoredIncident<'_> =
         postcard::from_bytes(bytes).map_err(|e| compact::corrupt(tree, key, e.to_string()))?;
     let at = |instant| compact::date_time(tree, key, instant);
@@ -215,6 +222,13 @@ mod tests {
         let error = decode(INCIDENTS, b"inc-9", &[COMPACT, 0xff]).unwrap_err();
         let message = error.to_string();
         assert!(message.contains("inc-9"), "{message}");
+        let compact = encode(INCIDENTS, &ItsmRecord::Incident(incident(1))).unwrap();
+        let error = decode("changes", b"chg-1", &compact).unwrap_err();
+        let message = error.to_string();
+        assert!(
+            message.contains("chg-1") && message.contains("changes"),
+            "{message}"
+        );
     }
 
     #[test]
