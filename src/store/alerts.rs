@@ -10,7 +10,7 @@
 //! resolved: about a fifth of applying an alert storm (BENCHMARKS.md).
 //! What is left of that index is removed when the firing alerts are read.
 //!
-//! An alert's value is compact ([`Stored`]): the engine rewrites it on
+//! An alert's value is compact (`Stored`): the engine rewrites it on
 //! every change of status, and as JSON (about 400 bytes, a quarter of them
 //! field names, four RFC 3339 timestamps) the tree outgrew sled's page
 //! cache in an alert storm. Values written as JSON by earlier versions, or

@@ -9,7 +9,7 @@
 //!
 //! An append's entries, its delivery id and its poller cursor must be stored
 //! atomically. They all live in the one `journal` tree under distinct key
-//! prefixes ([`key`]), so a group is one `sled::Batch`: atomic, and far
+//! prefixes (`key`), so a group is one `sled::Batch`: atomic, and far
 //! cheaper than a transaction over three trees, which took half the
 //! committer's time in the ingest benchmark (BENCHMARKS.md).
 
@@ -172,7 +172,7 @@ impl Journal {
     /// storm, and every disruption notice came that much later
     /// (BENCHMARKS.md). Paced, senders feel the engine's speed instead, and
     /// a notice trails its alerts by at most about `max_unapplied` events.
-    /// A delivery waits at most [`PACE_WAIT`], then is stored anyway.
+    /// A delivery waits at most `PACE_WAIT` (2 s), then is stored anyway.
     /// Pollers are not paced: a full sync is applied from the tree in any
     /// case, and its records are wanted as soon as possible.
     pub fn paced(mut self, store: &Store, max_unapplied: u64) -> Journal {

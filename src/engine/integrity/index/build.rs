@@ -1,5 +1,5 @@
 //! Building the index from the store: every tree the rules compare, read
-//! once, each record decoded only as far as the rules need ([`lite`]).
+//! once, each record decoded only as far as the rules need (`lite`).
 //!
 //! Reading a record from sled costs more than everything else done with
 //! it, so once the CIs are known (items and subscriptions may name a CI by

@@ -3,7 +3,7 @@
 //! building it from every record in sled (at a million CIs, sled's
 //! iteration alone takes about ten seconds: BENCHMARKS.md).
 //!
-//! The file is a fixed header, then the body ([`body`]): the index in
+//! The file is a fixed header, then the body (`body`): the index in
 //! postcard's encoding. The header says what the index was built from
 //! ([`Origin`]: the store's identity and schema version, and a
 //! [`Fingerprint`] of the configuration the index reads), the journal
