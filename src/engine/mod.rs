@@ -409,8 +409,8 @@ pub struct Planned {
 }
 
 /// How long a planner rests after a run before a signal may start the
-/// next one: `rest` times as long as the run took, and never more than
-/// [`PLAN_EVERY`]. A planner that reads a whole tree then takes at most
+/// next one: `rest` times as long as the run took, and never past the
+/// next run that falls due (at the latest [`PLAN_EVERY`]). A planner that reads a whole tree then takes at most
 /// `1 / (rest + 1)` of a core however often its signal fires, as it does
 /// batch after batch while a full ITSM sync or a stream of pushed records
 /// is applied. 0 runs again as soon as signalled, for planners whose runs
@@ -419,9 +419,15 @@ pub struct Planned {
 pub struct Rest(pub u32);
 
 impl Rest {
-    /// Until when a planner rests after a run of `took` that ended `at`.
-    fn until(self, at: tokio::time::Instant, took: Duration) -> tokio::time::Instant {
-        at + took.saturating_mul(self.0).min(PLAN_EVERY)
+    /// Until when a planner rests after a run of `took` that ended `at`,
+    /// when its next run falls due `due` after that.
+    fn until(
+        self,
+        at: tokio::time::Instant,
+        took: Duration,
+        due: Duration,
+    ) -> tokio::time::Instant {
+        at + took.saturating_mul(self.0).min(due)
     }
 }
 
@@ -460,8 +466,7 @@ pub async fn run_planner<F, E>(
             Ok(Err(e)) => tracing::error!(planner = what, error = %e, "Planning failed"),
             Err(e) => tracing::error!(planner = what, error = %e, "Planning failed"),
         }
-        // A rest never delays a run that falls due.
-        let rested = rest.until(ended, ended - started).min(ended + wait);
+        let rested = rest.until(ended, ended - started, wait);
         tokio::select! {
             _ = shutdown.cancelled() => return,
             changed = signal.changed() => if changed.is_err() { return },
@@ -589,12 +594,15 @@ mod tests {
     #[test]
     fn a_planners_rest_is_never_longer_than_its_longest_wait() {
         let now = tokio::time::Instant::now();
-        assert_eq!(Rest(0).until(now, Duration::from_secs(5)), now);
+        assert_eq!(Rest(0).until(now, Duration::from_secs(5), PLAN_EVERY), now);
         assert_eq!(
-            Rest(9).until(now, Duration::from_millis(100)),
+            Rest(9).until(now, Duration::from_millis(100), PLAN_EVERY),
             now + Duration::from_millis(900)
         );
-        assert_eq!(Rest(u32::MAX).until(now, Duration::MAX), now + PLAN_EVERY);
+        assert_eq!(
+            Rest(u32::MAX).until(now, Duration::MAX, PLAN_EVERY),
+            now + PLAN_EVERY
+        );
     }
 
     #[test]

@@ -23,7 +23,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::compact::{self, COMPACT, Instant, borrowed, instant, owned};
+use super::compact::{self, Instant, Value, borrowed, instant, owned};
 use super::{Store, StoreError};
 use crate::model::alert::{AlertChange, AlertState};
 use crate::model::{AlertEvent, AlertStatus, ConnectorName};
@@ -38,7 +38,7 @@ fn key(connector: &ConnectorName, source_id: &str) -> Vec<u8> {
     format!("{ALERT}{connector}\0{source_id}").into_bytes()
 }
 
-/// An alert as stored: [`AlertState`] in postcard after the [`COMPACT`]
+/// An alert as stored: [`AlertState`] in postcard after the [`COMPACT`](compact::COMPACT)
 /// byte, without field names, its instants as seconds and nanoseconds.
 /// Fields are only ever added at the end, as postcard has no names.
 #[derive(Serialize, Deserialize)]
@@ -81,38 +81,19 @@ fn encode(state: &AlertState) -> Result<Vec<u8>, StoreError> {
         last_seen: instant(state.last_seen),
         deliveries: state.deliveries,
     };
-    postcard::to_extend(&stored, vec![COMPACT]).map_err(|e| StoreError::Encoding {
-        tree: TREE,
-        message: e.to_string(),
-    })
+    compact::encode(TREE, &stored)
 }
 
 fn corrupt(key: &[u8], message: String) -> StoreError {
     compact::corrupt(TREE, key, message)
 }
 
-/// A stored value, borrowed: [`Stored`] when compact, else `T` from the
-/// JSON earlier versions wrote. Returned and matched at once, never kept,
-/// so its size costs nothing a box would save.
-#[allow(clippy::large_enum_variant)]
-enum Value<'a, T> {
-    Compact(Stored<'a>),
-    Json(T),
-}
-
-fn read<'a, T: Deserialize<'a>>(key: &[u8], bytes: &'a [u8]) -> Result<Value<'a, T>, StoreError> {
-    match bytes.strip_prefix(&[COMPACT]) {
-        Some(compact) => postcard::from_bytes(compact)
-            .map(Value::Compact)
-            .map_err(|e| corrupt(key, e.to_string())),
-        None => serde_json::from_slice(bytes)
-            .map(Value::Json)
-            .map_err(|source| StoreError::Decode {
-                tree: TREE,
-                key: String::from_utf8_lossy(key).into_owned(),
-                source,
-            }),
-    }
+/// A stored alert: [`Stored`] when compact, else `T` from JSON.
+fn read<'a, T: Deserialize<'a>>(
+    key: &[u8],
+    bytes: &'a [u8],
+) -> Result<Value<Stored<'a>, T>, StoreError> {
+    compact::read(TREE, key, bytes)
 }
 
 fn decode(key: &[u8], bytes: &[u8]) -> Result<AlertState, StoreError> {
@@ -167,13 +148,7 @@ impl<'a> Source<'a> {
 /// A stored value as JSON, for `csmd store export`: JSON values, and the
 /// empty values of an earlier version's firing index, as they are.
 pub(super) fn exported<'v>(key: &[u8], value: &'v [u8]) -> Result<Cow<'v, [u8]>, StoreError> {
-    if !value.starts_with(&[COMPACT]) {
-        return Ok(Cow::Borrowed(value));
-    }
-    let state = decode(key, value)?;
-    let json =
-        serde_json::to_vec(&state).map_err(|source| StoreError::Encode { tree: TREE, source })?;
-    Ok(Cow::Owned(json))
+    compact::exported(TREE, value, || decode(key, value))
 }
 
 /// What the store keeps of its alerts in memory, shared by every clone,
@@ -466,6 +441,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::compact::COMPACT;
 
     fn event(id: &str, status: AlertStatus) -> AlertEvent {
         AlertEvent {

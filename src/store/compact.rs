@@ -11,6 +11,7 @@
 use std::borrow::Cow;
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 
 use super::StoreError;
 
@@ -53,4 +54,56 @@ pub(super) fn borrowed(s: &Option<String>) -> Option<Cow<'_, str>> {
 
 pub(super) fn owned(s: Option<Cow<'_, str>>) -> Option<String> {
     s.map(Cow::into_owned)
+}
+
+/// `value` stored compact: the [`COMPACT`] byte, then postcard.
+pub(super) fn encode(tree: &'static str, value: &impl Serialize) -> Result<Vec<u8>, StoreError> {
+    postcard::to_extend(value, vec![COMPACT]).map_err(|e| StoreError::Encoding {
+        tree,
+        message: e.to_string(),
+    })
+}
+
+/// A stored value, borrowed: `C` when compact, else `J` from the JSON
+/// earlier versions (or `csmd store import`) wrote. Returned and matched
+/// at once, never kept, so its size costs nothing a box would save.
+#[allow(clippy::large_enum_variant)]
+pub(super) enum Value<C, J> {
+    Compact(C),
+    Json(J),
+}
+
+/// The value stored under `key` in `tree`, of either encoding.
+pub(super) fn read<'a, C: Deserialize<'a>, J: Deserialize<'a>>(
+    tree: &'static str,
+    key: &[u8],
+    bytes: &'a [u8],
+) -> Result<Value<C, J>, StoreError> {
+    match bytes.strip_prefix(&[COMPACT]) {
+        Some(compact) => postcard::from_bytes(compact)
+            .map(Value::Compact)
+            .map_err(|e| corrupt(tree, key, e.to_string())),
+        None => serde_json::from_slice(bytes)
+            .map(Value::Json)
+            .map_err(|source| StoreError::Decode {
+                tree,
+                key: String::from_utf8_lossy(key).into_owned(),
+                source,
+            }),
+    }
+}
+
+/// A stored value as JSON, for `csmd store export`: a JSON value as it
+/// is, a compact one as `decode` reads it.
+pub(super) fn exported<'v, T: Serialize>(
+    tree: &'static str,
+    value: &'v [u8],
+    decode: impl FnOnce() -> Result<T, StoreError>,
+) -> Result<Cow<'v, [u8]>, StoreError> {
+    if !value.starts_with(&[COMPACT]) {
+        return Ok(Cow::Borrowed(value));
+    }
+    let json =
+        serde_json::to_vec(&decode()?).map_err(|source| StoreError::Encode { tree, source })?;
+    Ok(Cow::Owned(json))
 }

@@ -18,12 +18,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::itsm::{Incident, IncidentState, ItsmRecord};
 use crate::store::StoreError;
-use crate::store::compact::{self, COMPACT, Instant, borrowed, instant, owned};
+use crate::store::compact::{self, Instant, Value, borrowed, instant, owned};
 
 /// The tree of incidents, the one stored compact.
 pub(in crate::store) const INCIDENTS: &str = "incidents";
 
-/// An [`Incident`] as stored, after the [`COMPACT`] byte. Fields are only
+/// An [`Incident`] as stored, after the [`COMPACT`](compact::COMPACT) byte. Fields are only
 /// ever added at the end.
 #[derive(Serialize, Deserialize)]
 struct StoredIncident<'a> {
@@ -75,10 +75,7 @@ pub(super) fn encode(tree: &'static str, record: &ItsmRecord) -> Result<Vec<u8>,
         major: incident.major,
         updated_at: instant(incident.updated_at),
     };
-    postcard::to_extend(&stored, vec![COMPACT]).map_err(|e| StoreError::Encoding {
-        tree,
-        message: e.to_string(),
-    })
+    compact::encode(tree, &stored)
 }
 
 /// The record stored under `key` in `tree`, of either encoding.
@@ -87,22 +84,17 @@ pub(super) fn decode(
     key: &[u8],
     bytes: &[u8],
 ) -> Result<ItsmRecord, StoreError> {
-    let Some(bytes) = bytes.strip_prefix(&[COMPACT]) else {
-        return serde_json::from_slice(bytes).map_err(|source| StoreError::Decode {
-            tree,
-            key: String::from_utf8_lossy(key).into_owned(),
-            source,
-        });
+    let stored: StoredIncident<'_> = match compact::read(tree, key, bytes)? {
+        Value::Json(record) => return Ok(record),
+        Value::Compact(_) if tree != INCIDENTS => {
+            return Err(compact::corrupt(
+                tree,
+                key,
+                "a compact value outside the incidents".into(),
+            ));
+        }
+        Value::Compact(stored) => stored,
     };
-    if tree != INCIDENTS {
-        return Err(compact::corrupt(
-            tree,
-            key,
-            "a compact value outside the incidents".into(),
-        ));
-    }
-    let stored: StoredIncident<'_> =
-        postcard::from_bytes(bytes).map_err(|e| compact::corrupt(tree, key, e.to_string()))?;
     let at = |instant| compact::date_time(tree, key, instant);
     Ok(ItsmRecord::Incident(Incident {
         id: stored.id.into_owned(),
@@ -129,15 +121,7 @@ pub(in crate::store) fn exported<'v>(
     key: &[u8],
     value: &'v [u8],
 ) -> Result<Cow<'v, [u8]>, StoreError> {
-    if !value.starts_with(&[COMPACT]) {
-        return Ok(Cow::Borrowed(value));
-    }
-    let record = decode(INCIDENTS, key, value)?;
-    let json = serde_json::to_vec(&record).map_err(|source| StoreError::Encode {
-        tree: INCIDENTS,
-        source,
-    })?;
-    Ok(Cow::Owned(json))
+    compact::exported(INCIDENTS, value, || decode(INCIDENTS, key, value))
 }
 
 #[cfg(test)]
@@ -146,6 +130,7 @@ mod tests {
 
     use super::*;
     use crate::store::Store;
+    use crate::store::compact::COMPACT;
 
     fn at(seconds: i64, nanos: u32) -> DateTime<Utc> {
         Utc.timestamp_opt(1_790_000_000 + seconds, nanos).unwrap()
