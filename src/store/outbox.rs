@@ -9,11 +9,12 @@
 //! nothing, for a message deleted after `keep_sent`, so its id is never
 //! queued again; `s` + name → a processor's state (opaque bytes).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 
-use super::{Store, StoreError};
+use super::{Store, StoreError, compact};
 use crate::model::outbox::{MessageStatus, OutboxMessage};
 
 pub(super) const TREE: &str = "outbox";
@@ -57,6 +58,11 @@ fn timed_key(prefix: u8, at: DateTime<Utc>, id: &str) -> Vec<u8> {
     key
 }
 
+/// A stored value of this tree as JSON, for `csmd store export`.
+pub(super) fn exported<'v>(key: &[u8], value: &'v [u8]) -> Result<Cow<'v, [u8]>, StoreError> {
+    compact::unpack(TREE, key, value)
+}
+
 /// A processor state change to write with the messages it causes.
 pub enum StateChange {
     Put { name: String, value: Vec<u8> },
@@ -72,7 +78,8 @@ pub struct OutboxFilter {
 
 impl Store {
     fn decode_message(key: &[u8], bytes: &[u8]) -> Result<OutboxMessage, StoreError> {
-        serde_json::from_slice(bytes).map_err(|source| StoreError::Decode {
+        let json = compact::unpack(TREE, key.get(1..).unwrap_or_default(), bytes)?;
+        serde_json::from_slice(&json).map_err(|source| StoreError::Decode {
             tree: TREE,
             key: String::from_utf8_lossy(key.get(1..).unwrap_or_default()).into_owned(),
             source,
@@ -88,8 +95,10 @@ impl Store {
         })
     }
 
+    /// Messages are stored packed ([`compact::pack`]): their rendered
+    /// bodies are most of the outbox.
     fn encode_message(message: &OutboxMessage) -> Result<Vec<u8>, StoreError> {
-        serde_json::to_vec(message).map_err(|source| StoreError::Encode { tree: TREE, source })
+        compact::pack(TREE, message)
     }
 
     /// Writes `changes` and queues every message whose key is new, in one
@@ -391,5 +400,106 @@ mod tests {
         assert_eq!(store.prune_outbox(at(1000)).unwrap(), [MessageStatus::Sent]);
         assert!(store.outbox_message(&pending.id).unwrap().is_some());
         assert!(store.due_messages(at(1000), 10, &|_| false).unwrap().len() == 1);
+    }
+
+    /// A notice as the disruption planner renders it: mostly long HTML.
+    fn rendered(key: &str) -> OutboxMessage {
+        let row = "<tr><td style=\"padding:4px 8px;border-bottom:1px solid #e5e7eb;\">\
+                   InstanceDown on svc-00041-node-7</td></tr>\n";
+        OutboxMessage {
+            text: "Our monitoring detected a disruption.\n".repeat(20),
+            html: row.repeat(40),
+            ..message(key)
+        }
+    }
+
+    #[test]
+    fn a_message_is_stored_packed_in_a_fraction_of_its_json_and_read_back_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let notice = rendered("packed");
+        let json = serde_json::to_vec(&notice).unwrap();
+        store.queue_messages(vec![], vec![notice.clone()]).unwrap();
+
+        let key = prefixed(MESSAGE, notice.id.as_bytes());
+        let stored = store.outbox.get(&key).unwrap().unwrap();
+        assert_eq!(stored.first(), Some(&compact::PACKED));
+        assert!(
+            stored.len() * 4 < json.len(),
+            "{} bytes stored for {} of JSON",
+            stored.len(),
+            json.len()
+        );
+        assert_eq!(
+            store.outbox_message(&notice.id).unwrap(),
+            Some(notice.clone())
+        );
+        let (listed, _) = store.outbox_overview(&OutboxFilter::default(), 10).unwrap();
+        assert_eq!(listed, std::slice::from_ref(&notice));
+
+        // The export holds it as JSON.
+        let exported = exported(&key, &stored).unwrap();
+        assert_eq!(exported.as_ref(), json.as_slice());
+    }
+
+    #[test]
+    fn a_message_stored_as_json_by_an_earlier_version_is_read_and_rewritten_packed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let old = rendered("json");
+        let key = prefixed(MESSAGE, old.id.as_bytes());
+        store
+            .outbox
+            .insert(&key, serde_json::to_vec(&old).unwrap())
+            .unwrap();
+        store
+            .outbox
+            .insert(queue_key(old.next_attempt_at, &old.id), &[])
+            .unwrap();
+        assert_eq!(store.outbox_message(&old.id).unwrap(), Some(old.clone()));
+        assert_eq!(
+            store.due_messages(at(1), 10, &|_| false).unwrap(),
+            std::slice::from_ref(&old)
+        );
+        // Not queued a second time.
+        assert!(
+            store
+                .queue_messages(vec![], vec![old.clone()])
+                .unwrap()
+                .is_empty()
+        );
+
+        finish(&store, old.clone(), MessageStatus::Sent, 3);
+        let stored = store.outbox.get(&key).unwrap().unwrap();
+        assert_eq!(stored.first(), Some(&compact::PACKED));
+        let sent = store.outbox_message(&old.id).unwrap().unwrap();
+        assert_eq!(sent.status, MessageStatus::Sent);
+        assert_eq!(sent.html, old.html);
+    }
+
+    #[test]
+    fn a_corrupt_packed_message_is_an_error_naming_its_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let notice = rendered("corrupt");
+        let key = prefixed(MESSAGE, notice.id.as_bytes());
+        let packed = compact::pack(TREE, &notice).unwrap();
+        let mut wrong_length = packed.clone();
+        wrong_length[1..5].copy_from_slice(&7u32.to_le_bytes());
+        let mut huge = packed.clone();
+        huge[1..5].copy_from_slice(&u32::MAX.to_le_bytes());
+        for (value, says) in [
+            (vec![compact::PACKED, 1], "without its length"),
+            (packed[..packed.len() / 2].to_vec(), "cannot unpack"),
+            (wrong_length, "cannot unpack"),
+            (huge, "unpacks to 4294967295 bytes"),
+        ] {
+            store.outbox.insert(&key, value).unwrap();
+            let message = store.outbox_message(&notice.id).unwrap_err().to_string();
+            assert!(
+                message.contains(&notice.id) && message.contains(says),
+                "{message}"
+            );
+        }
     }
 }

@@ -149,10 +149,11 @@ impl StoreExport {
             let mut count = 0;
             for item in self.db.open_tree(&name)?.iter() {
                 let (key, value) = item?;
-                // Alerts and incidents are stored compact; the dump holds
-                // them as JSON.
+                // Alerts and incidents are stored compact, messages
+                // packed; the dump holds them as JSON.
                 let value = match tree_name {
                     super::alerts::TREE => super::alerts::exported(&key, &value)?,
+                    super::outbox::TREE => super::outbox::exported(&key, &value)?,
                     super::itsm::INCIDENTS => super::itsm::exported(&key, &value)?,
                     _ => std::borrow::Cow::Borrowed(value.as_ref()),
                 };
@@ -486,12 +487,15 @@ mod tests {
     fn every_tree_survives_export_and_import_unchanged() {
         let temp = tempfile::tempdir().unwrap();
         let (source, target) = (temp.path().join("a"), temp.path().join("b"));
+        let packed =
+            crate::store::compact::pack("outbox", &serde_json::json!({"id": "m-1"})).unwrap();
         store_with(
             &source,
             &[
                 ("customers", b"acme", br#"{"id":"acme"}"#),
                 ("journal", &[b'e', 0, 0, 0, 0, 0, 0, 0, 1], br#"{"seq":1}"#),
                 ("a_tree_csmd_adds_later", b"\xff\x00", b"\x00\x01binary"),
+                ("outbox", b"mm-1", &packed),
             ],
         );
         let dump = export(&source);
@@ -499,10 +503,15 @@ mod tests {
             dump.starts_with(r#"{"csmd_dump":1,"schema_version":"#),
             "{dump}"
         );
-        assert!(dump.ends_with("{\"end\":true,\"records\":4}\n"), "{dump}");
+        assert!(dump.ends_with("{\"end\":true,\"records\":5}\n"), "{dump}");
+        // A packed message is exported as its JSON.
+        assert!(
+            dump.contains(r#"{"tree":"outbox","key":"mm-1","value":{"id":"m-1"}}"#),
+            "{dump}"
+        );
 
         let summary = import(&target, dump.as_bytes(), "dump.jsonl").unwrap();
-        assert_eq!(summary.total(), 4);
+        assert_eq!(summary.total(), 5);
         assert_eq!(summary.records["a_tree_csmd_adds_later"], 1);
         assert!(!staging_dir(&target).exists());
         assert_eq!(records_of(&export(&target)), records_of(&dump));
