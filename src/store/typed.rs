@@ -11,14 +11,20 @@ use super::StoreError;
 pub struct TypedTree<V> {
     name: &'static str,
     tree: sled::Tree,
+    /// How values are read, when not only as JSON.
+    decoder: Option<Decoder<V>>,
     _record: PhantomData<fn() -> V>,
 }
+
+/// Reads the value stored under a key.
+pub type Decoder<V> = fn(&[u8], &[u8]) -> Result<V, StoreError>;
 
 impl<V> Clone for TypedTree<V> {
     fn clone(&self) -> Self {
         TypedTree {
             name: self.name,
             tree: self.tree.clone(),
+            decoder: self.decoder,
             _record: PhantomData,
         }
     }
@@ -29,7 +35,17 @@ impl<V: Serialize + DeserializeOwned> TypedTree<V> {
         TypedTree {
             name,
             tree,
+            decoder: None,
             _record: PhantomData,
+        }
+    }
+
+    /// The tree, reading its values with `decoder` (which also reads the
+    /// JSON the tree may hold) instead of as JSON.
+    pub fn decoding(self, decoder: Decoder<V>) -> Self {
+        TypedTree {
+            decoder: Some(decoder),
+            ..self
         }
     }
 
@@ -49,6 +65,9 @@ impl<V: Serialize + DeserializeOwned> TypedTree<V> {
     }
 
     pub fn decode(&self, key: &[u8], bytes: &[u8]) -> Result<V, StoreError> {
+        if let Some(decoder) = self.decoder {
+            return decoder(key, bytes);
+        }
         serde_json::from_slice(bytes).map_err(|source| StoreError::Decode {
             tree: self.name,
             key: String::from_utf8_lossy(key).into_owned(),

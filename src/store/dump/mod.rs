@@ -149,11 +149,13 @@ impl StoreExport {
             let mut count = 0;
             for item in self.db.open_tree(&name)?.iter() {
                 let (key, value) = item?;
-                // Alerts and incidents are stored compact, messages
-                // packed; the dump holds them as JSON.
+                // Alerts, incidents and alerts' journal entries are
+                // stored compact, messages packed; the dump holds them
+                // as JSON.
                 let value = match tree_name {
                     super::alerts::TREE => super::alerts::exported(&key, &value)?,
                     super::outbox::TREE => super::outbox::exported(&key, &value)?,
+                    "journal" => super::journal::exported(&key, &value)?,
                     super::itsm::INCIDENTS => super::itsm::exported(&key, &value)?,
                     _ => std::borrow::Cow::Borrowed(value.as_ref()),
                 };
