@@ -30,7 +30,7 @@ use stored::EntryRef;
 
 mod stored;
 
-pub(crate) use stored::decode as decode_entry;
+pub(super) use stored::decode as decode_entry;
 pub(super) use stored::exported;
 
 /// Most appends in one group; bounds the latency of the group's last one.

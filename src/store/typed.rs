@@ -1,5 +1,7 @@
 //! A sled tree holding one record type, JSON-encoded so that a store can be
-//! inspected and exported without csmd's Rust types.
+//! inspected and exported without csmd's Rust types; a tree may read its
+//! values with a decoder of its own ([`TypedTree::decoding`]) when some of
+//! them are stored compact, as the journal's alert entries are.
 
 use std::marker::PhantomData;
 

@@ -85,7 +85,7 @@ pub(super) fn encode(entry: &EntryRef<'_>) -> Result<Vec<u8>, StoreError> {
 }
 
 /// The entry stored under `key`, of either encoding.
-pub(crate) fn decode(key: &[u8], bytes: &[u8]) -> Result<JournalEntry, StoreError> {
+pub(in crate::store) fn decode(key: &[u8], bytes: &[u8]) -> Result<JournalEntry, StoreError> {
     let stored: StoredAlert<'_> = match compact::read(TREE, key, bytes)? {
         Value::Compact(stored) => stored,
         Value::Json(entry) => return Ok(entry),
