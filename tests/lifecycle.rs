@@ -233,13 +233,17 @@ async fn sighup_applies_changed_customers_and_new_connectors() {
         ("acme", "ACME Logistics Group"),
         ("globex", "Globex Retail GmbH"),
     ]);
-    wait_until("the reloaded customers", PATIENCE, || {
+    // The customers are stored before the configuration is swapped: wait
+    // for both.
+    wait_until("the reloaded customers and connectors", PATIENCE, || {
         let daemon = &daemon;
         let expected = &expected;
-        async move { customer_names(daemon).await == *expected }
+        async move {
+            customer_names(daemon).await == *expected
+                && connector_names(daemon).await == ["monitoring", "grafana"]
+        }
     })
     .await;
-    assert_eq!(connector_names(&daemon).await, ["monitoring", "grafana"]);
     let reply = daemon
         .api
         .post_webhook("grafana", &bearer("grafana-token"), alert_body("g-1", "x"))
