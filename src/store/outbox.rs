@@ -2,7 +2,8 @@
 //! the processors that queue them, under key prefixes of one tree so that a
 //! state change and the messages it causes are one atomic `sled::Batch`.
 //!
-//! Keys: `m` + id → message; `q` + due time (ms, big-endian) + id → nothing,
+//! Keys: `m` + id → message (its JSON packed with LZ4, see
+//! `store::compact::pack`); `q` + due time (ms, big-endian) + id → nothing,
 //! for every message still to send, so the worker reads only what is due;
 //! `f` + finish time (ms, big-endian) + id → nothing, for every message sent
 //! or dead, so old ones are found without reading the rest; `t` + id →
