@@ -11,8 +11,9 @@
 //! Values made mostly of long text (the outbox's rendered messages) stay
 //! JSON, compressed with LZ4 after a [`PACKED`] byte ([`pack`]): a
 //! disruption notice takes 1.9 KB instead of 5 KB, so sled's page cache
-//! holds 2.6 times as many, and rewrites that many fewer bytes when it
-//! consolidates a page of them. LZ4 packs one in a few microseconds.
+//! holds 2.7 times as many, and rewrites that many fewer bytes when it
+//! consolidates a page of them. LZ4 packs one in about 5 µs
+//! (BENCHMARKS.md).
 
 use std::borrow::Cow;
 

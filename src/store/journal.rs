@@ -33,6 +33,9 @@ mod stored;
 pub(super) use stored::decode as decode_entry;
 pub(super) use stored::exported;
 
+/// The journal's tree.
+pub(super) const TREE: &str = "journal";
+
 /// Most appends in one group; bounds the latency of the group's last one.
 const MAX_GROUP: usize = 1024;
 /// Appends waiting beyond this make senders wait (backpressure).
@@ -438,7 +441,7 @@ impl Committer {
                 if let Some(seen) = journal.get(&delivery)? {
                     let seen: DeliveryRecord =
                         serde_json::from_slice(&seen).map_err(|source| StoreError::Decode {
-                            tree: "journal",
+                            tree: TREE,
                             key: format!("delivery {id}"),
                             source,
                         })?;
@@ -507,10 +510,7 @@ impl Committer {
 }
 
 fn encode(value: &impl Serialize) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(value).map_err(|source| StoreError::Encode {
-        tree: "journal",
-        source,
-    })
+    serde_json::to_vec(value).map_err(|source| StoreError::Encode { tree: TREE, source })
 }
 
 /// Keys of the journal tree. Entries sort after the other kinds, so the

@@ -133,7 +133,7 @@ impl Store {
         let engine_applied = tokio::sync::watch::Sender::new(itsm::stored_engine_position(&meta)?);
         Ok(Store {
             customers: TypedTree::new("customers", db.open_tree("customers")?),
-            journal: TypedTree::new("journal", db.open_tree("journal")?)
+            journal: TypedTree::new(journal::TREE, db.open_tree(journal::TREE)?)
                 .decoding(journal::decode_entry),
             meta,
             outbox: db.open_tree(outbox::TREE)?,

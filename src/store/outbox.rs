@@ -59,9 +59,14 @@ fn timed_key(prefix: u8, at: DateTime<Utc>, id: &str) -> Vec<u8> {
     key
 }
 
-/// A stored value of this tree as JSON, for `csmd store export`.
+/// A stored value of this tree as JSON, for `csmd store export`: a
+/// message unpacked, anything else (processors' states, whatever their
+/// first byte, and the empty index entries) as it is.
 pub(super) fn exported<'v>(key: &[u8], value: &'v [u8]) -> Result<Cow<'v, [u8]>, StoreError> {
-    compact::unpack(TREE, key, value)
+    match key.split_first() {
+        Some((&MESSAGE, id)) => compact::unpack(TREE, id, value),
+        _ => Ok(Cow::Borrowed(value)),
+    }
 }
 
 /// A processor state change to write with the messages it causes.
@@ -502,5 +507,15 @@ mod tests {
                 "{message}"
             );
         }
+    }
+
+    #[test]
+    fn only_messages_are_unpacked_for_the_export() {
+        let state = [compact::PACKED, 0xff];
+        let key = prefixed(STATE, b"disruption/acme");
+        assert_eq!(exported(&key, &state).unwrap().as_ref(), state.as_slice());
+        let key = prefixed(MESSAGE, b"m-1");
+        let message = exported(&key, &state).unwrap_err().to_string();
+        assert!(message.contains("m-1"), "{message}");
     }
 }

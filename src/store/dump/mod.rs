@@ -155,7 +155,7 @@ impl StoreExport {
                 let value = match tree_name {
                     super::alerts::TREE => super::alerts::exported(&key, &value)?,
                     super::outbox::TREE => super::outbox::exported(&key, &value)?,
-                    "journal" => super::journal::exported(&key, &value)?,
+                    super::journal::TREE => super::journal::exported(&key, &value)?,
                     super::itsm::INCIDENTS => super::itsm::exported(&key, &value)?,
                     _ => std::borrow::Cow::Borrowed(value.as_ref()),
                 };
