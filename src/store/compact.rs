@@ -28,6 +28,10 @@ pub(super) const COMPACT: u8 = 1;
 /// The first byte of a packed value: LZ4-compressed JSON.
 pub(super) const PACKED: u8 = 2;
 
+/// The first byte of a journal record holding several entries
+/// (`journal::stored`).
+pub(super) const RECORD: u8 = 3;
+
 /// The longest JSON a packed value may unpack to: a corrupt length must
 /// not make csmd allocate gigabytes.
 const MAX_UNPACKED: usize = 256 * 1024 * 1024;

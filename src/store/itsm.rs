@@ -168,7 +168,7 @@ impl Store {
 
     /// A poller's stored position, by key.
     pub fn cursor(&self, key: &str) -> Result<Option<sled::IVec>, StoreError> {
-        Ok(self.journal.raw().get(super::journal::key::cursor(key))?)
+        Ok(self.journal.get(super::journal::key::cursor(key))?)
     }
 
     /// How far the engine has applied the journal: as last stored, kept

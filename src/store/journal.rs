@@ -11,7 +11,9 @@
 //! atomically. They all live in the one `journal` tree under distinct key
 //! prefixes (`key`), so a group is one `sled::Batch`: atomic, and far
 //! cheaper than a transaction over three trees, which took half the
-//! committer's time in the ingest benchmark (BENCHMARKS.md).
+//! committer's time in the ingest benchmark (BENCHMARKS.md). The group's
+//! entries are stored together, a record of many entries under one key
+//! ([`stored`]), and read by sequence number all the same ([`read`]).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,9 +30,9 @@ use crate::metrics::{ConnectorLabels, Metrics};
 use crate::model::{ConnectorName, Event, JournalEntry};
 use stored::EntryRef;
 
+mod read;
 mod stored;
 
-pub(super) use stored::decode as decode_entry;
 pub(super) use stored::exported;
 
 /// The journal's tree.
@@ -411,7 +413,8 @@ impl Committer {
         self.store.tail.push(entries);
     }
 
-    /// Writes the group in one batch; returns one outcome per request, and
+    /// Writes the group in one batch, its entries as records
+    /// ([`stored::RecordWriter`]); returns one outcome per request, and
     /// adds each entry's encoded size to `sizes`.
     ///
     /// Only this thread writes the journal tree, so what it reads here is
@@ -422,11 +425,12 @@ impl Committer {
         received_at: DateTime<Utc>,
         sizes: &mut Vec<usize>,
     ) -> Result<Vec<Appended>, StoreError> {
-        let journal = self.store.journal.raw();
+        let journal = &self.store.journal;
         let mut batch = sled::Batch::default();
         // Delivery ids first seen in this group, for a replay within it.
         let mut fresh: HashMap<Vec<u8>, u64> = HashMap::new();
         let mut seq = self.next_seq;
+        let mut records = stored::RecordWriter::default();
         let mut outcomes = Vec::with_capacity(group.len());
         for Request { append, .. } in group {
             if let Some(id) = &append.delivery_id {
@@ -469,7 +473,9 @@ impl Committer {
                 };
                 let encoded = stored::encode(&entry)?;
                 sizes.push(encoded.len());
-                batch.insert(&key::entry(seq), encoded);
+                if let Some((key, record)) = records.push(seq, &encoded) {
+                    batch.insert(&key, record);
+                }
                 seq += 1;
             }
             if let Some(cursor) = &append.cursor {
@@ -479,6 +485,9 @@ impl Committer {
                 first_seq,
                 count: append.events.len(),
             });
+        }
+        if let Some((key, record)) = records.finish() {
+            batch.insert(&key, record);
         }
         journal.apply_batch(batch)?;
         self.next_seq = seq;
@@ -492,7 +501,7 @@ impl Committer {
         let cutoff = Utc::now() - self.delivery_retention;
         let mut batch = sled::Batch::default();
         let mut removed = 0usize;
-        let journal = self.store.journal.raw();
+        let journal = &self.store.journal;
         for item in journal.scan_prefix([key::DELIVERY]) {
             let Ok((key, value)) = item else { continue };
             let old = serde_json::from_slice::<DeliveryRecord>(&value)
@@ -522,7 +531,8 @@ pub(crate) mod key {
     pub const DELIVERY: u8 = b'd';
     pub const ENTRY: u8 = b'e';
 
-    /// An entry: its sequence number, big-endian so keys sort by it.
+    /// An entry, or the record of entries starting with it: its sequence
+    /// number, big-endian so keys sort by it.
     pub fn entry(seq: u64) -> [u8; 9] {
         let mut key = [ENTRY; 9];
         key[1..].copy_from_slice(&seq.to_be_bytes());
@@ -580,7 +590,7 @@ mod tests {
                 event: &owned.event,
             };
             let written = stored::encode(&borrowed).unwrap();
-            assert_eq!(decode_entry(b"e", &written).unwrap(), owned);
+            assert_eq!(stored::decode(b"e", &written).unwrap(), owned);
         }
     }
 
@@ -689,6 +699,125 @@ mod tests {
             .map(|e| (**e).clone())
             .collect();
         assert_eq!(read, stored[2..]);
+    }
+
+    /// The entries the journal returned, owned.
+    fn cloned(entries: Vec<Arc<JournalEntry>>) -> Vec<JournalEntry> {
+        entries.iter().map(|e| (**e).clone()).collect()
+    }
+
+    #[tokio::test]
+    async fn entries_are_read_by_sequence_number_across_records_and_trimmed_a_record_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        // Two entries of an earlier version, one a key: JSON and compact.
+        let earlier: Vec<JournalEntry> = (1..=2).map(entry).collect();
+        store
+            .journal
+            .insert(key::entry(1), serde_json::to_vec(&earlier[0]).unwrap())
+            .unwrap();
+        let e = &earlier[1];
+        let compact = stored::encode(&EntryRef {
+            seq: e.seq,
+            connector: &e.connector,
+            received_at: e.received_at,
+            delivery_id: None,
+            event: &e.event,
+        })
+        .unwrap();
+        store.journal.insert(key::entry(2), compact).unwrap();
+        let (journal, committer) =
+            Journal::start(&store, Arc::new(Metrics::new()), Duration::from_secs(60)).unwrap();
+        // Then records of 3, 1 and 4 entries: 3..=5, 6 and 7..=10.
+        let connector: ConnectorName = "monitoring".parse().unwrap();
+        for events in [3, 1, 4] {
+            let append = Append {
+                connector: connector.clone(),
+                delivery_id: None,
+                events: (0..events).map(|i| entry(i).event).collect(),
+                cursor: None,
+            };
+            journal.append(append).await.unwrap();
+        }
+        drop(journal);
+        committer.join().unwrap();
+        let keys: Vec<u64> = store
+            .journal
+            .range(key::entry(0)..)
+            .map(|item| key::seq(&item.unwrap().0).unwrap())
+            .collect();
+        assert_eq!(keys, [1, 2, 3, 6, 7], "one key a record");
+
+        // Another process reads them from the tree, from any entry on.
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        let all = store.journal_after(0, 100, |_| true).unwrap();
+        assert_eq!(
+            all.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            (1..=10).collect::<Vec<_>>()
+        );
+        assert_eq!(all[..2], earlier);
+        for after in 0..=10 {
+            for limit in 1..=3 {
+                let want: Vec<JournalEntry> = all.iter().skip(after).take(limit).cloned().collect();
+                let since = store.journal_since(after as u64, limit).unwrap();
+                assert_eq!(cloned(since), want, "after {after}, limit {limit}");
+            }
+        }
+        for seq in 1..=10 {
+            assert_eq!(
+                store.journal_entry(seq).unwrap().as_ref(),
+                all.get(seq as usize - 1)
+            );
+        }
+        assert_eq!(store.journal_entry(11).unwrap(), None);
+        let odd = store.journal_after(4, 2, |e| e.seq % 2 == 1).unwrap();
+        assert_eq!(odd.iter().map(|e| e.seq).collect::<Vec<_>>(), [5, 7]);
+        assert_eq!(store.journal_len().unwrap(), 10);
+        assert_eq!(store.last_journal_seq().unwrap(), Some(10));
+
+        // Applied up to 6: the records up to 6 go whole, 7..=10 stay.
+        let later = Utc::now() + chrono::TimeDelta::days(1);
+        assert_eq!(store.trim_journal(6, later).unwrap(), 6);
+        assert_eq!(store.journal_len().unwrap(), 4);
+        assert_eq!(store.journal_entry(6).unwrap(), None);
+        assert_eq!(cloned(store.journal_since(0, 100).unwrap()), all[6..]);
+        // Within a record (applied up to 8), or the newest: nothing goes.
+        assert_eq!(store.trim_journal(8, later).unwrap(), 0);
+        assert_eq!(store.trim_journal(10, later).unwrap(), 0);
+        assert_eq!(store.journal_len().unwrap(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_record_is_exported_one_entry_a_key_and_imported_whole() {
+        let (dir, store, journal, committer) = started();
+        let append = Append {
+            connector: "monitoring".parse().unwrap(),
+            delivery_id: None,
+            events: (0..3).map(|i| entry(i).event).collect(),
+            cursor: None,
+        };
+        journal.append(append).await.unwrap();
+        drop(journal);
+        committer.join().unwrap();
+        let written = store.journal_after(0, 10, |_| true).unwrap();
+        assert_eq!(store.journal.len(), 1, "one record");
+        drop(store);
+
+        let mut dump = Vec::new();
+        crate::store::dump::StoreExport::open(dir.path())
+            .unwrap()
+            .write(&mut dump)
+            .unwrap();
+        let dump = String::from_utf8(dump).unwrap();
+        let lines = dump.lines().filter(|l| l.contains(r#""tree":"journal""#));
+        assert_eq!(lines.count(), 3, "{dump}");
+
+        let imported = tempfile::tempdir().unwrap();
+        crate::store::dump::import(imported.path(), dump.as_bytes(), "dump").unwrap();
+        let store = Store::open(imported.path()).unwrap();
+        assert_eq!(store.journal_after(0, 10, |_| true).unwrap(), written);
+        assert_eq!(store.last_journal_seq().unwrap(), Some(3));
     }
 
     #[tokio::test]

@@ -17,8 +17,8 @@ mod writes;
 use std::path::{Path, PathBuf};
 
 use crate::config::Customer;
+use crate::model::CustomerId;
 use crate::model::itsm::RECORD_TREES;
-use crate::model::{CustomerId, JournalEntry};
 pub use itsm::Applied;
 pub use sip::SipError;
 pub use typed::TypedTree;
@@ -100,7 +100,8 @@ pub struct Store {
     db: sled::Db,
     path: PathBuf,
     customers: TypedTree<Customer>,
-    journal: TypedTree<JournalEntry>,
+    /// The journal: read in `journal::read`, written by its committer.
+    journal: sled::Tree,
     meta: sled::Tree,
     outbox: sled::Tree,
     alerts: sled::Tree,
@@ -133,8 +134,7 @@ impl Store {
         let engine_applied = tokio::sync::watch::Sender::new(itsm::stored_engine_position(&meta)?);
         Ok(Store {
             customers: TypedTree::new("customers", db.open_tree("customers")?),
-            journal: TypedTree::new(journal::TREE, db.open_tree(journal::TREE)?)
-                .decoding(journal::decode_entry),
+            journal: db.open_tree(journal::TREE)?,
             meta,
             outbox: db.open_tree(outbox::TREE)?,
             alerts: db.open_tree(alerts::TREE)?,
@@ -185,73 +185,6 @@ impl Store {
         self.customers.get(id.as_str().as_bytes())
     }
 
-    /// Journal entries after `after` (exclusive), oldest first.
-    pub fn journal_after(
-        &self,
-        after: u64,
-        limit: usize,
-        mut keep: impl FnMut(&JournalEntry) -> bool,
-    ) -> Result<Vec<JournalEntry>, StoreError> {
-        let start = journal::key::entry(after.saturating_add(1));
-        let mut out = Vec::new();
-        for entry in self.journal.values_from(&start) {
-            let entry = entry?;
-            if keep(&entry) {
-                out.push(entry);
-                if out.len() >= limit {
-                    break;
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// Up to `limit` journal entries after `after` (exclusive), oldest
-    /// first, for the processors that follow the journal: from memory when
-    /// the committer of this process wrote them lately, else from the tree.
-    pub fn journal_since(
-        &self,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<std::sync::Arc<JournalEntry>>, StoreError> {
-        if let Some(entries) = self.tail.after(after, limit) {
-            return Ok(entries);
-        }
-        let start = journal::key::entry(after.saturating_add(1));
-        self.journal
-            .values_from(&start)
-            .take(limit)
-            .map(|entry| entry.map(std::sync::Arc::new))
-            .collect()
-    }
-
-    /// Deletes journal entries up to `applied` that arrived before
-    /// `cutoff`, oldest first; returns how many. Only a prefix is removed,
-    /// so sequence numbers stay contiguous, and the newest entry always
-    /// stays: it is where the next sequence number is read from at start.
-    pub fn trim_journal(
-        &self,
-        applied: u64,
-        cutoff: chrono::DateTime<chrono::Utc>,
-    ) -> Result<usize, StoreError> {
-        let newest = self.last_journal_seq()?.unwrap_or(0);
-        let mut batch = sled::Batch::default();
-        let mut removed = 0;
-        for entry in self.journal.values_from(&journal::key::entry(0)) {
-            let entry = entry?;
-            if entry.seq > applied || entry.seq >= newest || entry.received_at >= cutoff {
-                break;
-            }
-            batch.remove(&journal::key::entry(entry.seq));
-            removed += 1;
-            if removed >= 10_000 {
-                break;
-            }
-        }
-        self.journal.apply_batch(batch)?;
-        Ok(removed)
-    }
-
     /// The store's identity: random, given the first time it is asked for
     /// (and kept by `csmd store export` and `import`), so that what is
     /// saved beside a store for it, such as the integrity index's
@@ -274,34 +207,6 @@ impl Store {
             .unwrap_or(u128::from_be_bytes(fresh));
         self.meta.flush()?;
         Ok(id)
-    }
-
-    pub fn journal_entry(&self, seq: u64) -> Result<Option<JournalEntry>, StoreError> {
-        self.journal.get(&journal::key::entry(seq))
-    }
-
-    /// Number of entries in the journal, without scanning it: sequence
-    /// numbers are contiguous (the committer advances them only past
-    /// written entries, and trimming only ever removes a prefix).
-    pub fn journal_len(&self) -> Result<u64, StoreError> {
-        let tree = self.journal.raw();
-        let first = match tree.range(journal::key::entry(0)..).next() {
-            Some(item) => journal::key::seq(&item?.0),
-            None => None,
-        };
-        Ok(match (first, self.last_journal_seq()?) {
-            (Some(first), Some(last)) => last - first + 1,
-            _ => 0,
-        })
-    }
-
-    /// The newest journal entry's sequence number, if there is one.
-    pub(crate) fn last_journal_seq(&self) -> Result<Option<u64>, StoreError> {
-        // Entries sort after the journal's other keys.
-        Ok(match self.journal.raw().last()? {
-            Some((key, _)) => journal::key::seq(&key),
-            None => None,
-        })
     }
 }
 

@@ -1,7 +1,5 @@
 //! A sled tree holding one record type, JSON-encoded so that a store can be
-//! inspected and exported without csmd's Rust types; a tree may read its
-//! values with a decoder of its own ([`TypedTree::decoding`]) when some of
-//! them are stored compact, as the journal's alert entries are.
+//! inspected and exported without csmd's Rust types.
 
 use std::marker::PhantomData;
 
@@ -13,20 +11,14 @@ use super::StoreError;
 pub struct TypedTree<V> {
     name: &'static str,
     tree: sled::Tree,
-    /// How values are read, when not only as JSON.
-    decoder: Option<Decoder<V>>,
     _record: PhantomData<fn() -> V>,
 }
-
-/// Reads the value stored under a key.
-pub type Decoder<V> = fn(&[u8], &[u8]) -> Result<V, StoreError>;
 
 impl<V> Clone for TypedTree<V> {
     fn clone(&self) -> Self {
         TypedTree {
             name: self.name,
             tree: self.tree.clone(),
-            decoder: self.decoder,
             _record: PhantomData,
         }
     }
@@ -37,17 +29,7 @@ impl<V: Serialize + DeserializeOwned> TypedTree<V> {
         TypedTree {
             name,
             tree,
-            decoder: None,
             _record: PhantomData,
-        }
-    }
-
-    /// The tree, reading its values with `decoder` (which also reads the
-    /// JSON the tree may hold) instead of as JSON.
-    pub fn decoding(self, decoder: Decoder<V>) -> Self {
-        TypedTree {
-            decoder: Some(decoder),
-            ..self
         }
     }
 
@@ -67,9 +49,6 @@ impl<V: Serialize + DeserializeOwned> TypedTree<V> {
     }
 
     pub fn decode(&self, key: &[u8], bytes: &[u8]) -> Result<V, StoreError> {
-        if let Some(decoder) = self.decoder {
-            return decoder(key, bytes);
-        }
         serde_json::from_slice(bytes).map_err(|source| StoreError::Decode {
             tree: self.name,
             key: String::from_utf8_lossy(key).into_owned(),
@@ -86,13 +65,6 @@ impl<V: Serialize + DeserializeOwned> TypedTree<V> {
 
     pub fn values(&self) -> impl Iterator<Item = Result<V, StoreError>> + '_ {
         self.tree.iter().map(|item| {
-            let (k, v) = item?;
-            self.decode(&k, &v)
-        })
-    }
-
-    pub fn values_from(&self, start: &[u8]) -> impl Iterator<Item = Result<V, StoreError>> + '_ {
-        self.tree.range(start..).map(|item| {
             let (k, v) = item?;
             self.decode(&k, &v)
         })

@@ -151,11 +151,18 @@ impl StoreExport {
                 let (key, value) = item?;
                 // Alerts, incidents and alerts' journal entries are
                 // stored compact, messages packed; the dump holds them
-                // as JSON.
+                // as JSON. The journal's records are split into their
+                // entries, one a key.
+                if tree_name == super::journal::TREE {
+                    for (key, value) in super::journal::exported(&key, &value)? {
+                        format::write_record(&mut out, tree_name, &key, &value).map_err(io)?;
+                        count += 1;
+                    }
+                    continue;
+                }
                 let value = match tree_name {
                     super::alerts::TREE => super::alerts::exported(&key, &value)?,
                     super::outbox::TREE => super::outbox::exported(&key, &value)?,
-                    super::journal::TREE => super::journal::exported(&key, &value)?,
                     super::itsm::INCIDENTS => super::itsm::exported(&key, &value)?,
                     _ => std::borrow::Cow::Borrowed(value.as_ref()),
                 };

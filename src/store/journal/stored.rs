@@ -11,6 +11,17 @@
 //! versions or by `csmd store import`; both are read.
 //!
 //! Postcard has no names: fields are only ever added at the end.
+//!
+//! The entries of one group commit are stored together, as one record
+//! under the key of its first entry ([`RecordWriter`]): after the
+//! [`RECORD`](compact::RECORD) byte, each entry as [`encode`] writes it,
+//! after its length (4 bytes, little-endian). sled's cost is per key, and
+//! written one key an entry, an alert storm's journal took the global
+//! write lock of sled (which every `apply_batch` takes, on any tree) for
+//! as long as a few hundred inserts, every group, while the engine and the
+//! planner waited to read (BENCHMARKS.md). A record is cut at
+//! [`RECORD_BYTES`]. Entries of earlier versions, and those `csmd store
+//! import` writes, are one per key; both are read ([`entries`]).
 
 use std::borrow::Cow;
 
@@ -113,17 +124,120 @@ pub(in crate::store) fn decode(key: &[u8], bytes: &[u8]) -> Result<JournalEntry,
     })
 }
 
-/// A stored value of the journal tree as JSON, for `csmd store export`:
-/// a compact entry decoded, anything else (JSON entries, and delivery ids
-/// and cursors, whatever their first byte) as it is.
-pub(in crate::store) fn exported<'v>(
-    stored_key: &[u8],
-    value: &'v [u8],
-) -> Result<Cow<'v, [u8]>, StoreError> {
-    if key::seq(stored_key).is_none() {
-        return Ok(Cow::Borrowed(value));
+/// Encoded entries past this size start a new record.
+const RECORD_BYTES: usize = 128 * 1024;
+
+/// Gathers the encoded entries of a group commit into records.
+#[derive(Default)]
+pub(super) struct RecordWriter {
+    /// The first entry's sequence number and the record so far.
+    current: Option<(u64, Vec<u8>)>,
+}
+
+impl RecordWriter {
+    /// Adds the entry `seq`, which follows the last one added; returns the
+    /// record it completed, if any, as its key and value.
+    pub fn push(&mut self, seq: u64, encoded: &[u8]) -> Option<([u8; 9], Vec<u8>)> {
+        let full = self
+            .current
+            .as_ref()
+            .is_some_and(|(_, value)| value.len() + encoded.len() > RECORD_BYTES);
+        let done = if full { self.finish() } else { None };
+        let (_, value) = self
+            .current
+            .get_or_insert_with(|| (seq, vec![compact::RECORD]));
+        let len = u32::try_from(encoded.len()).unwrap_or(u32::MAX);
+        value.extend_from_slice(&len.to_le_bytes());
+        value.extend_from_slice(encoded);
+        done
     }
-    compact::exported(TREE, value, || decode(stored_key, value))
+
+    /// The record being written, if it holds any entry.
+    pub fn finish(&mut self) -> Option<([u8; 9], Vec<u8>)> {
+        self.current
+            .take()
+            .map(|(first_seq, value)| (key::entry(first_seq), value))
+    }
+}
+
+/// The encoded entries of the record stored under `stored_key` (an entry
+/// key): those of a record, or the one entry of an earlier version.
+fn encoded<'v>(stored_key: &[u8], value: &'v [u8]) -> Result<Vec<&'v [u8]>, StoreError> {
+    let Some(mut rest) = value.strip_prefix(&[compact::RECORD]) else {
+        return Ok(vec![value]);
+    };
+    let corrupt = |message: &str| compact::corrupt(TREE, stored_key, message.to_owned());
+    let mut out = Vec::new();
+    while !rest.is_empty() {
+        let (len, tail) = rest
+            .split_first_chunk::<4>()
+            .ok_or_else(|| corrupt("a record ends inside an entry's length"))?;
+        let len = usize::try_from(u32::from_le_bytes(*len)).unwrap_or(usize::MAX);
+        let (entry, tail) = tail
+            .split_at_checked(len)
+            .ok_or_else(|| corrupt("a record ends inside an entry"))?;
+        out.push(entry);
+        rest = tail;
+    }
+    if out.is_empty() {
+        return Err(corrupt("a record holds no entry"));
+    }
+    Ok(out)
+}
+
+/// The entries stored under `stored_key`, oldest first, checked to be the
+/// key's entry and those right after it.
+pub(in crate::store) fn entries(
+    stored_key: &[u8],
+    value: &[u8],
+) -> Result<Vec<JournalEntry>, StoreError> {
+    let first_seq = key::seq(stored_key)
+        .ok_or_else(|| compact::corrupt(TREE, stored_key, "not an entry's key".into()))?;
+    encoded(stored_key, value)?
+        .into_iter()
+        .zip(first_seq..)
+        .map(|(bytes, seq)| {
+            let entry = decode(stored_key, bytes)?;
+            if entry.seq != seq {
+                return Err(compact::corrupt(
+                    TREE,
+                    stored_key,
+                    format!("entry {} where entry {seq} belongs", entry.seq),
+                ));
+            }
+            Ok(entry)
+        })
+        .collect()
+}
+
+/// How many entries are stored under `stored_key`, without decoding them.
+pub(in crate::store) fn count(stored_key: &[u8], value: &[u8]) -> Result<u64, StoreError> {
+    Ok(encoded(stored_key, value)?.len() as u64)
+}
+
+/// A key and value of `csmd store export`.
+pub(in crate::store) type Exported<'v> = (Cow<'v, [u8]>, Cow<'v, [u8]>);
+
+/// A stored value of the journal tree as JSON records, for `csmd store
+/// export`: each entry under its own key (as earlier versions stored
+/// them, and as `csmd store import` writes them back), a compact one
+/// decoded; anything else (delivery ids and cursors, whatever their first
+/// byte) as it is.
+pub(in crate::store) fn exported<'v>(
+    stored_key: &'v [u8],
+    value: &'v [u8],
+) -> Result<Vec<Exported<'v>>, StoreError> {
+    let Some(first_seq) = key::seq(stored_key) else {
+        return Ok(vec![(Cow::Borrowed(stored_key), Cow::Borrowed(value))]);
+    };
+    encoded(stored_key, value)?
+        .into_iter()
+        .zip(first_seq..)
+        .map(|(bytes, seq)| {
+            let json = compact::exported(TREE, bytes, || decode(stored_key, bytes))?;
+            Ok((Cow::Owned(key::entry(seq).to_vec()), json))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -186,7 +300,7 @@ mod tests {
                 json.len()
             );
             // The export holds it as JSON.
-            let exported = exported(&key::entry(entry.seq), &value).unwrap();
+            let exported = exported_one(&key::entry(entry.seq), &value);
             let back: JournalEntry = serde_json::from_slice(&exported).unwrap();
             assert_eq!(back, entry);
         }
@@ -220,12 +334,7 @@ mod tests {
         let value = stored(&feedback);
         assert_eq!(value.first(), Some(&b'{'));
         assert_eq!(decode(b"e", &value).unwrap(), feedback);
-        assert_eq!(
-            exported(&key::entry(feedback.seq), &value)
-                .unwrap()
-                .as_ref(),
-            value.as_slice()
-        );
+        assert_eq!(exported_one(&key::entry(feedback.seq), &value), value);
 
         let alert = alert_entry(true);
         let json = serde_json::to_vec(&alert).unwrap();
@@ -248,11 +357,118 @@ mod tests {
     fn only_entries_are_decoded_for_the_export() {
         let cursor = [compact::COMPACT, 0xff, 0x00];
         for stored_key in [key::cursor("itsm/incidents"), b"dmon\0msg_1".to_vec()] {
-            assert_eq!(
-                exported(&stored_key, &cursor).unwrap().as_ref(),
-                cursor.as_slice()
-            );
+            assert_eq!(exported_one(&stored_key, &cursor), cursor);
         }
         assert!(exported(&key::entry(1), &cursor).is_err());
+    }
+
+    /// The one record `exported` makes of a value, which keeps its key.
+    fn exported_one(stored_key: &[u8], value: &[u8]) -> Vec<u8> {
+        let records = exported(stored_key, value).unwrap();
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].0.as_ref(), stored_key);
+        records[0].1.to_vec()
+    }
+
+    /// Entries `seqs`, alerts and feedback in turn.
+    fn mixed(seqs: std::ops::RangeInclusive<u64>) -> Vec<JournalEntry> {
+        seqs.map(|seq| {
+            let entry = JournalEntry {
+                seq,
+                ..alert_entry(seq % 3 == 0)
+            };
+            if seq % 2 == 0 {
+                return entry;
+            }
+            JournalEntry {
+                event: Event::Feedback(FeedbackEvent {
+                    source_id: format!("survey-{seq}"),
+                    customer: "acme".into(),
+                    kind: FeedbackKind::Csat,
+                    score: Some(4.0),
+                    comment: None,
+                    respondent: None,
+                    submitted_at: None,
+                }),
+                ..entry
+            }
+        })
+        .collect()
+    }
+
+    /// The records `entries` are written as, with their keys.
+    fn records(entries: &[JournalEntry]) -> Vec<([u8; 9], Vec<u8>)> {
+        let mut writer = RecordWriter::default();
+        let mut out: Vec<_> = entries
+            .iter()
+            .filter_map(|entry| writer.push(entry.seq, &stored(entry)))
+            .collect();
+        out.extend(writer.finish());
+        out
+    }
+
+    #[test]
+    fn a_group_is_one_record_read_back_entry_by_entry_and_exported_one_entry_a_key() {
+        let entries = mixed(7..=9);
+        let written = records(&entries);
+        assert_eq!(written.len(), 1, "three small entries, one record");
+        let (stored_key, value) = &written[0];
+        assert_eq!(stored_key, &key::entry(7));
+        assert_eq!(value.first(), Some(&compact::RECORD));
+        assert_eq!(self::entries(stored_key, value).unwrap(), entries);
+        assert_eq!(count(stored_key, value).unwrap(), 3);
+
+        let exported = exported(stored_key, value).unwrap();
+        let keys: Vec<&[u8]> = exported.iter().map(|(k, _)| k.as_ref()).collect();
+        assert_eq!(keys, [&key::entry(7)[..], &key::entry(8), &key::entry(9)]);
+        for ((_, json), entry) in exported.iter().zip(&entries) {
+            let back: JournalEntry = serde_json::from_slice(json).unwrap();
+            assert_eq!(&back, entry);
+        }
+    }
+
+    #[test]
+    fn a_record_is_cut_at_its_size_and_the_records_hold_every_entry_in_order() {
+        let entries = mixed(1..=3_000);
+        let written = records(&entries);
+        assert!(written.len() > 2, "{} records", written.len());
+        let mut read = Vec::new();
+        for (stored_key, value) in &written {
+            assert!(value.len() <= RECORD_BYTES + 1, "{} bytes", value.len());
+            let held = self::entries(stored_key, value).unwrap();
+            assert_eq!(key::seq(stored_key), Some(held[0].seq));
+            read.extend(held);
+        }
+        assert_eq!(read, entries);
+    }
+
+    #[test]
+    fn a_corrupt_record_is_an_error_naming_its_key() {
+        let (_, whole) = records(&mixed(5..=6)).remove(0);
+        let cases: [(&[u8], &[u8], &str); 5] = [
+            (&key::entry(5), &[compact::RECORD], "holds no entry"),
+            (
+                &key::entry(5),
+                &[compact::RECORD, 9, 0],
+                "inside an entry's length",
+            ),
+            (
+                &key::entry(5),
+                &whole[..whole.len() - 1],
+                "ends inside an entry",
+            ),
+            (&key::entry(4), &whole, "entry 5 where entry 4 belongs"),
+            (b"c-cursor", &whole, "not an entry's key"),
+        ];
+        for (stored_key, value, expected) in cases {
+            let message = entries(stored_key, value).unwrap_err().to_string();
+            let named = String::from_utf8_lossy(stored_key);
+            assert!(
+                message.contains(expected)
+                    && message.contains(&*named)
+                    && message.contains("journal"),
+                "{message}"
+            );
+        }
     }
 }
