@@ -473,7 +473,7 @@ impl Committer {
                 };
                 let encoded = stored::encode(&entry)?;
                 sizes.push(encoded.len());
-                if let Some((key, record)) = records.push(seq, &encoded) {
+                if let Some((key, record)) = records.push(seq, &encoded)? {
                     batch.insert(&key, record);
                 }
                 seq += 1;

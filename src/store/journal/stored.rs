@@ -127,6 +127,9 @@ pub(in crate::store) fn decode(key: &[u8], bytes: &[u8]) -> Result<JournalEntry,
 /// Encoded entries past this size start a new record.
 const RECORD_BYTES: usize = 128 * 1024;
 
+/// A finished record: its key (its first entry's) and value.
+pub(super) type Record = ([u8; 9], Vec<u8>);
+
 /// Gathers the encoded entries of a group commit into records.
 #[derive(Default)]
 pub(super) struct RecordWriter {
@@ -137,7 +140,11 @@ pub(super) struct RecordWriter {
 impl RecordWriter {
     /// Adds the entry `seq`, which follows the last one added; returns the
     /// record it completed, if any, as its key and value.
-    pub fn push(&mut self, seq: u64, encoded: &[u8]) -> Option<([u8; 9], Vec<u8>)> {
+    pub fn push(&mut self, seq: u64, encoded: &[u8]) -> Result<Option<Record>, StoreError> {
+        let len = u32::try_from(encoded.len()).map_err(|_| StoreError::Encoding {
+            tree: TREE,
+            message: format!("entry {seq} is {} bytes, over 4 GiB", encoded.len()),
+        })?;
         let full = self
             .current
             .as_ref()
@@ -146,14 +153,13 @@ impl RecordWriter {
         let (_, value) = self
             .current
             .get_or_insert_with(|| (seq, vec![compact::RECORD]));
-        let len = u32::try_from(encoded.len()).unwrap_or(u32::MAX);
         value.extend_from_slice(&len.to_le_bytes());
         value.extend_from_slice(encoded);
-        done
+        Ok(done)
     }
 
     /// The record being written, if it holds any entry.
-    pub fn finish(&mut self) -> Option<([u8; 9], Vec<u8>)> {
+    pub fn finish(&mut self) -> Option<Record> {
         self.current
             .take()
             .map(|(first_seq, value)| (key::entry(first_seq), value))
@@ -397,11 +403,11 @@ mod tests {
     }
 
     /// The records `entries` are written as, with their keys.
-    fn records(entries: &[JournalEntry]) -> Vec<([u8; 9], Vec<u8>)> {
+    fn records(entries: &[JournalEntry]) -> Vec<Record> {
         let mut writer = RecordWriter::default();
         let mut out: Vec<_> = entries
             .iter()
-            .filter_map(|entry| writer.push(entry.seq, &stored(entry)))
+            .filter_map(|entry| writer.push(entry.seq, &stored(entry)).unwrap())
             .collect();
         out.extend(writer.finish());
         out
