@@ -13,7 +13,7 @@
 //! disruption notice takes 1.9 KB instead of 5 KB, so sled's page cache
 //! holds 2.7 times as many, and rewrites that many fewer bytes when it
 //! consolidates a page of them. LZ4 packs one in about 5 µs
-//! (BENCHMARKS.md).
+//! (BENCHMARKS.md). The journal's records are packed the same way.
 
 use std::borrow::Cow;
 
@@ -25,7 +25,8 @@ use super::StoreError;
 /// The first byte of a compact value; a JSON value starts with `{`.
 pub(super) const COMPACT: u8 = 1;
 
-/// The first byte of a packed value: LZ4-compressed JSON.
+/// The first byte of a packed value: LZ4-compressed JSON, or a journal
+/// record.
 pub(super) const PACKED: u8 = 2;
 
 /// The first byte of a journal record holding several entries
@@ -130,14 +131,20 @@ pub(super) fn exported<'v, T: Serialize>(
 /// JSON's length (4 bytes, little-endian).
 pub(super) fn pack(tree: &'static str, value: &impl Serialize) -> Result<Vec<u8>, StoreError> {
     let json = serde_json::to_vec(value).map_err(|source| StoreError::Encode { tree, source })?;
-    let length = u32::try_from(json.len()).map_err(|_| StoreError::Encoding {
+    pack_bytes(tree, &json)
+}
+
+/// `bytes` compressed with LZ4, after the [`PACKED`] byte and their length;
+/// read back by [`unpack`].
+pub(super) fn pack_bytes(tree: &'static str, bytes: &[u8]) -> Result<Vec<u8>, StoreError> {
+    let length = u32::try_from(bytes.len()).map_err(|_| StoreError::Encoding {
         tree,
-        message: format!("a value of {} bytes is too long to store", json.len()),
+        message: format!("a value of {} bytes is too long to store", bytes.len()),
     })?;
-    let mut packed = vec![0; 5 + lz4_flex::block::get_maximum_output_size(json.len())];
+    let mut packed = vec![0; 5 + lz4_flex::block::get_maximum_output_size(bytes.len())];
     packed[0] = PACKED;
     packed[1..5].copy_from_slice(&length.to_le_bytes());
-    let written = lz4_flex::block::compress_into(&json, &mut packed[5..]).map_err(|e| {
+    let written = lz4_flex::block::compress_into(bytes, &mut packed[5..]).map_err(|e| {
         StoreError::Encoding {
             tree,
             message: e.to_string(),
@@ -147,7 +154,8 @@ pub(super) fn pack(tree: &'static str, value: &impl Serialize) -> Result<Vec<u8>
     Ok(packed)
 }
 
-/// The JSON of a value stored plain or packed ([`pack`]).
+/// The JSON (or bytes) of a value stored plain or packed ([`pack`],
+/// [`pack_bytes`]).
 pub(super) fn unpack<'v>(
     tree: &'static str,
     key: &[u8],

@@ -486,7 +486,7 @@ impl Committer {
                 count: append.events.len(),
             });
         }
-        if let Some((key, record)) = records.finish() {
+        if let Some((key, record)) = records.finish()? {
             batch.insert(&key, record);
         }
         journal.apply_batch(batch)?;
