@@ -136,7 +136,7 @@ impl Store {
         }
     }
 
-    /// Number of entries in the journal, without reading them: sequence
+    /// Number of entries in the journal, without reading every one: sequence
     /// numbers are contiguous (the committer advances them only past
     /// written entries, and trimming only ever removes a prefix).
     pub fn journal_len(&self) -> Result<u64, StoreError> {
