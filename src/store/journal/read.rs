@@ -5,15 +5,18 @@
 
 use std::sync::Arc;
 
-use super::{key, stored};
+use super::key;
+use super::stored::Record;
 use crate::model::JournalEntry;
 use crate::store::{Store, StoreError};
 
-/// Entries from a sequence number on, oldest first, read record by record.
+/// Entries from a sequence number on, oldest first, read record by record
+/// and decoded one at a time: what comes before the first wanted, or
+/// after the last taken, is never decoded.
 struct Entries {
     records: sled::Iter,
-    /// The rest of the record read last.
-    pending: std::vec::IntoIter<JournalEntry>,
+    /// The record read last, and the index of its next entry.
+    current: Option<(Record, usize)>,
     /// The first sequence number wanted.
     from: u64,
 }
@@ -23,19 +26,23 @@ impl Iterator for Entries {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            if let Some(entry) = self.pending.next() {
-                if entry.seq >= self.from {
-                    return Some(Ok(entry));
-                }
-                continue;
+            if let Some((record, next)) = &mut self.current
+                && *next < record.len()
+            {
+                *next += 1;
+                return Some(record.entry(*next - 1));
             }
-            let decoded = self
+            let read = self
                 .records
                 .next()?
                 .map_err(StoreError::from)
-                .and_then(|(k, value)| stored::entries(&k, &value));
-            match decoded {
-                Ok(entries) => self.pending = entries.into_iter(),
+                .and_then(|(k, value)| Record::read(&k, &value));
+            match read {
+                Ok(record) => {
+                    let skip = self.from.saturating_sub(record.first_seq());
+                    let next = usize::try_from(skip).unwrap_or(usize::MAX);
+                    self.current = Some((record, next));
+                }
                 Err(e) => return Some(Err(e)),
             }
         }
@@ -54,7 +61,7 @@ impl Store {
         let start = holding.map_or_else(|| key::entry(seq).to_vec(), |(k, _)| k.to_vec());
         Ok(Entries {
             records: self.journal.range(start..),
-            pending: Vec::new().into_iter(),
+            current: None,
             from: seq,
         })
     }
@@ -111,16 +118,14 @@ impl Store {
         let mut removed = 0;
         for record in self.journal.range(key::entry(0)..) {
             let (k, value) = record?;
-            let entries = stored::entries(&k, &value)?;
-            let Some(last) = entries.last() else { break };
-            if last.seq > applied
-                || last.seq >= newest
-                || entries.iter().any(|e| e.received_at >= cutoff)
-            {
+            let record = Record::read(&k, &value)?;
+            // A record's entries arrived together: its last tells for all.
+            let last = record.entry(record.len() - 1)?;
+            if last.seq > applied || last.seq >= newest || last.received_at >= cutoff {
                 break;
             }
             batch.remove(k);
-            removed += entries.len();
+            removed += record.len();
             if removed >= 10_000 {
                 break;
             }
@@ -156,9 +161,10 @@ impl Store {
         let Some((k, value)) = self.journal.last()? else {
             return Ok(None);
         };
-        let Some(first) = key::seq(&k) else {
+        if key::seq(&k).is_none() {
             return Ok(None);
-        };
-        Ok(Some(first + stored::count(&k, &value)? - 1))
+        }
+        let record = Record::read(&k, &value)?;
+        Ok(Some(record.first_seq() + record.len() as u64 - 1))
     }
 }

@@ -25,7 +25,7 @@
 //! records in 7.8 MB in the alert benchmark), and so push that much less
 //! of what the engine reads out of sled's page cache. Entries of earlier
 //! versions, and those `csmd store import` writes, are one per key; both
-//! are read ([`entries`]).
+//! are read ([`Record`]).
 
 use std::borrow::Cow;
 
@@ -132,7 +132,7 @@ pub(in crate::store) fn decode(key: &[u8], bytes: &[u8]) -> Result<JournalEntry,
 const RECORD_BYTES: usize = 128 * 1024;
 
 /// A finished record: its key (its first entry's) and value.
-pub(super) type Record = ([u8; 9], Vec<u8>);
+pub(super) type Written = ([u8; 9], Vec<u8>);
 
 /// Gathers the encoded entries of a group commit into records, packed.
 #[derive(Default)]
@@ -144,7 +144,7 @@ pub(super) struct RecordWriter {
 impl RecordWriter {
     /// Adds the entry `seq`, which follows the last one added; returns the
     /// record it completed, if any, as its key and value.
-    pub fn push(&mut self, seq: u64, encoded: &[u8]) -> Result<Option<Record>, StoreError> {
+    pub fn push(&mut self, seq: u64, encoded: &[u8]) -> Result<Option<Written>, StoreError> {
         let len = u32::try_from(encoded.len()).map_err(|_| StoreError::Encoding {
             tree: TREE,
             message: format!("entry {seq} is {} bytes, over 4 GiB", encoded.len()),
@@ -163,7 +163,7 @@ impl RecordWriter {
     }
 
     /// The record being written, packed, if it holds any entry.
-    pub fn finish(&mut self) -> Result<Option<Record>, StoreError> {
+    pub fn finish(&mut self) -> Result<Option<Written>, StoreError> {
         self.current
             .take()
             .map(|(first_seq, value)| {
@@ -173,61 +173,88 @@ impl RecordWriter {
     }
 }
 
-/// The encoded entries of an unpacked record stored under `stored_key`
-/// (an entry key): those of a record, or the one entry of an earlier
-/// version.
-fn encoded<'v>(stored_key: &[u8], value: &'v [u8]) -> Result<Vec<&'v [u8]>, StoreError> {
-    let Some(mut rest) = value.strip_prefix(&[compact::RECORD]) else {
-        return Ok(vec![value]);
-    };
-    let corrupt = |message: &str| compact::corrupt(TREE, stored_key, message.to_owned());
-    let mut out = Vec::new();
-    while !rest.is_empty() {
-        let (len, tail) = rest
-            .split_first_chunk::<4>()
-            .ok_or_else(|| corrupt("a record ends inside an entry's length"))?;
-        let len = usize::try_from(u32::from_le_bytes(*len)).unwrap_or(usize::MAX);
-        let (entry, tail) = tail
-            .split_at_checked(len)
-            .ok_or_else(|| corrupt("a record ends inside an entry"))?;
-        out.push(entry);
-        rest = tail;
+/// A record as read from the tree: its entries found, not yet decoded, so
+/// that a reader decodes only the entries it wants.
+pub(in crate::store) struct Record {
+    key: Vec<u8>,
+    first_seq: u64,
+    /// The record unpacked, or the one entry of an earlier version.
+    body: Vec<u8>,
+    /// Where each entry lies in `body`, oldest first.
+    spans: Vec<std::ops::Range<usize>>,
+}
+
+impl Record {
+    /// The record stored under `stored_key`: a record, or the one entry of
+    /// an earlier version.
+    pub fn read(stored_key: &[u8], value: &[u8]) -> Result<Record, StoreError> {
+        let corrupt = |message: &str| compact::corrupt(TREE, stored_key, message.to_owned());
+        let first_seq = key::seq(stored_key).ok_or_else(|| corrupt("not an entry's key"))?;
+        let body = compact::unpack(TREE, stored_key, value)?.into_owned();
+        let spans = match body.strip_prefix(&[compact::RECORD]) {
+            None => std::iter::once(0..body.len()).collect(),
+            Some(mut rest) => {
+                let mut spans = Vec::new();
+                while !rest.is_empty() {
+                    let (len, tail) = rest
+                        .split_first_chunk::<4>()
+                        .ok_or_else(|| corrupt("a record ends inside an entry's length"))?;
+                    let len = usize::try_from(u32::from_le_bytes(*len)).unwrap_or(usize::MAX);
+                    if len > tail.len() {
+                        return Err(corrupt("a record ends inside an entry"));
+                    }
+                    let start = body.len() - tail.len();
+                    spans.push(start..start + len);
+                    rest = &tail[len..];
+                }
+                if spans.is_empty() {
+                    return Err(corrupt("a record holds no entry"));
+                }
+                spans
+            }
+        };
+        Ok(Record {
+            key: stored_key.to_vec(),
+            first_seq,
+            body,
+            spans,
+        })
     }
-    if out.is_empty() {
-        return Err(corrupt("a record holds no entry"));
+
+    /// How many entries the record holds; never 0.
+    pub fn len(&self) -> usize {
+        self.spans.len()
     }
-    Ok(out)
+
+    /// The sequence number of its first entry.
+    pub fn first_seq(&self) -> u64 {
+        self.first_seq
+    }
+
+    /// Its `index`th entry, checked to be the one that belongs there.
+    pub fn entry(&self, index: usize) -> Result<JournalEntry, StoreError> {
+        let seq = self.first_seq + index as u64;
+        let span = self.spans.get(index).cloned().ok_or_else(|| {
+            compact::corrupt(TREE, &self.key, format!("no entry {seq} in the record"))
+        })?;
+        let entry = decode(&self.key, &self.body[span])?;
+        if entry.seq != seq {
+            return Err(compact::corrupt(
+                TREE,
+                &self.key,
+                format!("entry {} where entry {seq} belongs", entry.seq),
+            ));
+        }
+        Ok(entry)
+    }
 }
 
 /// The entries stored under `stored_key`, oldest first, checked to be the
 /// key's entry and those right after it.
-pub(in crate::store) fn entries(
-    stored_key: &[u8],
-    value: &[u8],
-) -> Result<Vec<JournalEntry>, StoreError> {
-    let first_seq = key::seq(stored_key)
-        .ok_or_else(|| compact::corrupt(TREE, stored_key, "not an entry's key".into()))?;
-    let value = compact::unpack(TREE, stored_key, value)?;
-    encoded(stored_key, &value)?
-        .into_iter()
-        .zip(first_seq..)
-        .map(|(bytes, seq)| {
-            let entry = decode(stored_key, bytes)?;
-            if entry.seq != seq {
-                return Err(compact::corrupt(
-                    TREE,
-                    stored_key,
-                    format!("entry {} where entry {seq} belongs", entry.seq),
-                ));
-            }
-            Ok(entry)
-        })
-        .collect()
-}
-
-/// How many entries are stored under `stored_key`, without decoding them.
-pub(in crate::store) fn count(stored_key: &[u8], value: &[u8]) -> Result<u64, StoreError> {
-    Ok(encoded(stored_key, &compact::unpack(TREE, stored_key, value)?)?.len() as u64)
+#[cfg(test)]
+fn entries(stored_key: &[u8], value: &[u8]) -> Result<Vec<JournalEntry>, StoreError> {
+    let record = Record::read(stored_key, value)?;
+    (0..record.len()).map(|index| record.entry(index)).collect()
 }
 
 /// A key and value of `csmd store export`: borrowed when stored as they
@@ -246,11 +273,13 @@ pub(in crate::store) fn exported<'v>(
     let Some(first_seq) = key::seq(stored_key) else {
         return Ok(vec![(Cow::Borrowed(stored_key), Cow::Borrowed(value))]);
     };
-    let value = compact::unpack(TREE, stored_key, value)?;
-    encoded(stored_key, &value)?
-        .into_iter()
+    let record = Record::read(stored_key, value)?;
+    record
+        .spans
+        .iter()
         .zip(first_seq..)
-        .map(|(bytes, seq)| {
+        .map(|(span, seq)| {
+            let bytes = &record.body[span.clone()];
             let json = compact::exported(TREE, bytes, || decode(stored_key, bytes))?;
             Ok((
                 Cow::Owned(key::entry(seq).to_vec()),
@@ -417,7 +446,7 @@ mod tests {
     }
 
     /// The records `entries` are written as, with their keys.
-    fn records(entries: &[JournalEntry]) -> Vec<Record> {
+    fn records(entries: &[JournalEntry]) -> Vec<Written> {
         let mut writer = RecordWriter::default();
         let mut out: Vec<_> = entries
             .iter()
@@ -436,7 +465,7 @@ mod tests {
         assert_eq!(stored_key, &key::entry(7));
         assert_eq!(value.first(), Some(&compact::PACKED));
         assert_eq!(self::entries(stored_key, value).unwrap(), entries);
-        assert_eq!(count(stored_key, value).unwrap(), 3);
+        assert_eq!(Record::read(stored_key, value).unwrap().len(), 3);
 
         let exported = exported(stored_key, value).unwrap();
         let keys: Vec<&[u8]> = exported.iter().map(|(k, _)| k.as_ref()).collect();
