@@ -444,7 +444,13 @@ async fn the_overdue_digest_goes_to_the_csm_team_once_per_occurrence() {
             .cloned()
             .collect::<Vec<_>>()
     };
-    let found = digests(&app).await;
+    // The manual digest's occurrence is now, to the nanosecond; the
+    // schedule's are whole minutes, and one may come due meanwhile.
+    let found: Vec<Value> = digests(&app)
+        .await
+        .into_iter()
+        .filter(|m| !m["key"].as_str().unwrap().contains(":00+00:00/"))
+        .collect();
     assert_eq!(found.len(), 1);
     let digest = &found[0];
     assert_eq!(digest["to"], "CSM team <csm-team@example.net>");
