@@ -1,6 +1,6 @@
 //! Reading the journal tree by sequence number. Entries are stored as
 //! records of several entries under the key of the first
-//! ([`stored::RecordWriter`]), so an entry is found in the last record
+//! ([`RecordWriter`](super::stored::RecordWriter)), so an entry is found in the last record
 //! whose key is not after its own.
 
 use std::sync::Arc;
