@@ -400,7 +400,7 @@ impl Worker {
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || {
             store.update_messages(&updates)?;
-            store.flush()
+            store.flush_outbox()
         })
         .await
         .map_err(|e| StoreError::Transaction(format!("outbox task failed: {e}")))?

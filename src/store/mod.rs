@@ -8,6 +8,7 @@ pub mod dump;
 mod integrity;
 mod itsm;
 pub mod journal;
+pub mod layout;
 pub mod outbox;
 mod sip;
 pub mod tickets;
@@ -23,10 +24,13 @@ pub use itsm::Applied;
 pub use sip::SipError;
 pub use typed::TypedTree;
 
-/// Bumped whenever a tree's key or value encoding changes incompatibly.
+/// Bumped whenever a tree's key or value encoding, or the database it
+/// lives in, changes incompatibly.
 /// 2: journal entries, delivery ids and cursors share the journal tree
 /// under key prefixes.
-pub const SCHEMA_VERSION: u32 = 2;
+/// 3: the outbox in a database of its own ([`layout`]); a store at 2 is
+/// moved at open.
+pub const SCHEMA_VERSION: u32 = 3;
 
 const SCHEMA_KEY: &[u8] = b"schema_version";
 
@@ -47,7 +51,6 @@ const TREE_NAMES: &[&str] = &[
     "alerts",
     "sip",
     integrity::TREE,
-    "outbox",
     "itsm_writes",
     tickets::TREE,
     itsm::CHANGE_HISTORY,
@@ -98,12 +101,16 @@ pub enum StoreError {
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
+    /// The outbox's own database ([`layout`]).
+    outbox_db: sled::Db,
     path: PathBuf,
     customers: TypedTree<Customer>,
     /// The journal: read in `journal::read`, written by its committer.
     journal: sled::Tree,
     meta: sled::Tree,
     outbox: sled::Tree,
+    /// The ids the outbox knows, once read ([`outbox::KnownIds`]).
+    outbox_ids: std::sync::Arc<std::sync::Mutex<Option<outbox::KnownIds>>>,
     alerts: sled::Tree,
     /// What is kept of the alerts in memory, shared by every clone.
     live_alerts: std::sync::Arc<std::sync::Mutex<alerts::Live>>,
@@ -125,24 +132,29 @@ impl Store {
     pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
         let path = dir.to_path_buf();
         let db = open_db_cached(dir, cache_bytes)?;
-        let mut trees = Vec::new();
-        for name in TREE_NAMES.iter().chain(RECORD_TREES) {
-            trees.push(db.open_tree(name)?);
-        }
-        check_schema(&db, &trees[0], &path)?;
+        let outbox_db = open_db_cached(
+            &layout::outbox_dir(dir),
+            layout::OUTBOX_CACHE_MIB * 1024 * 1024,
+        )?;
         let meta = db.open_tree("meta")?;
+        check_schema(&db, &outbox_db, &meta, &path)?;
+        for name in TREE_NAMES.iter().chain(RECORD_TREES) {
+            db.open_tree(name)?;
+        }
         let engine_applied = tokio::sync::watch::Sender::new(itsm::stored_engine_position(&meta)?);
         Ok(Store {
             customers: TypedTree::new("customers", db.open_tree("customers")?),
             journal: db.open_tree(journal::TREE)?,
             meta,
-            outbox: db.open_tree(outbox::TREE)?,
+            outbox: outbox_db.open_tree(outbox::TREE)?,
+            outbox_ids: Default::default(),
             alerts: db.open_tree(alerts::TREE)?,
             live_alerts: Default::default(),
             tail: Default::default(),
             engine_applied: std::sync::Arc::new(engine_applied),
             sip: sip::SipTree::new(db.open_tree(sip::TREE)?),
             db,
+            outbox_db,
             path,
         })
     }
@@ -153,7 +165,14 @@ impl Store {
 
     /// Makes everything written so far durable.
     pub fn flush(&self) -> Result<(), StoreError> {
+        self.flush_outbox()?;
         self.db.flush()?;
+        Ok(())
+    }
+
+    /// Makes what was written to the outbox so far durable.
+    pub fn flush_outbox(&self) -> Result<(), StoreError> {
+        self.outbox_db.flush()?;
         Ok(())
     }
 
@@ -274,23 +293,37 @@ fn stored_schema_version(meta: &sled::Tree) -> Result<Option<u32>, sled::Error> 
     }))
 }
 
-fn check_schema(db: &sled::Db, meta: &sled::Tree, path: &Path) -> Result<(), StoreError> {
+/// Checks the store's schema version; a new store gets the current one,
+/// and a store at version 2 has its outbox moved ([`layout::move_outbox`]).
+fn check_schema(
+    db: &sled::Db,
+    outbox_db: &sled::Db,
+    meta: &sled::Tree,
+    path: &Path,
+) -> Result<(), StoreError> {
+    let mark = || -> Result<(), StoreError> {
+        meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
+        db.flush()?;
+        Ok(())
+    };
     match stored_schema_version(meta)? {
-        Some(found) => {
-            if found != SCHEMA_VERSION {
-                return Err(StoreError::Schema {
-                    path: path.to_path_buf(),
-                    found,
-                    expected: SCHEMA_VERSION,
-                });
-            }
+        Some(SCHEMA_VERSION) => layout::drop_moved(db),
+        Some(2) => {
+            let moved = layout::move_outbox(db, outbox_db, mark)?;
+            tracing::info!(
+                path = %path.display(),
+                records = moved,
+                "Moved the outbox into a database of its own (store schema 2 to 3)"
+            );
+            Ok(())
         }
-        None => {
-            meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
-            db.flush()?;
-        }
+        Some(found) => Err(StoreError::Schema {
+            path: path.to_path_buf(),
+            found,
+            expected: SCHEMA_VERSION,
+        }),
+        None => mark(),
     }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -15,6 +15,8 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 
+use bloomfilter::Bloom;
+
 use super::{Store, StoreError, compact};
 use crate::model::outbox::{MessageStatus, OutboxMessage};
 
@@ -69,6 +71,69 @@ pub(super) fn exported<'v>(key: &[u8], value: &'v [u8]) -> Result<Cow<'v, [u8]>,
     }
 }
 
+/// The ids of every message queued or deleted (a tombstone), as a Bloom
+/// filter: an id it does not hold was never queued, so queuing it reads
+/// nothing from the tree. Without it each new message took two reads at
+/// random places of the tree, which holds the rendered bodies and does not
+/// stay in sled's cache (BENCHMARKS.md). An id it may hold (one in a
+/// hundred of the new ones) is looked up.
+///
+/// Ids are only ever added: a deleted message leaves a tombstone under
+/// its id. When more ids were added than it was sized for, it is read
+/// again from the tree, twice as large.
+pub(crate) struct KnownIds {
+    filter: Bloom<[u8]>,
+    len: usize,
+    capacity: usize,
+}
+
+impl KnownIds {
+    const FALSE_POSITIVES: f64 = 0.01;
+    /// The fewest ids a filter is sized for (a few in tests, to see it
+    /// grow).
+    const MIN_CAPACITY: usize = if cfg!(test) { 4 } else { 1 << 16 };
+
+    /// Every id of a message or a tombstone in `tree`.
+    fn read(tree: &sled::Tree) -> Result<KnownIds, StoreError> {
+        let mut keys = Vec::new();
+        for prefix in [MESSAGE, TOMBSTONE] {
+            for key in tree.scan_prefix([prefix]).keys() {
+                keys.push(key?);
+            }
+        }
+        let mut known = KnownIds::sized(Self::MIN_CAPACITY.max(keys.len() * 2))?;
+        known.add(keys.iter().map(|key| key.get(1..).unwrap_or_default()));
+        Ok(known)
+    }
+
+    fn sized(capacity: usize) -> Result<KnownIds, StoreError> {
+        let filter = Bloom::new_for_fp_rate(capacity, Self::FALSE_POSITIVES)
+            .map_err(|e| StoreError::Transaction(format!("cannot size the outbox's ids: {e}")))?;
+        Ok(KnownIds {
+            filter,
+            len: 0,
+            capacity,
+        })
+    }
+
+    fn add<'a>(&mut self, ids: impl IntoIterator<Item = &'a [u8]>) {
+        for id in ids {
+            self.filter.set(id);
+            self.len += 1;
+        }
+    }
+
+    /// False when `id` was certainly never added.
+    fn may_hold(&self, id: &[u8]) -> bool {
+        self.filter.check(id)
+    }
+
+    /// More ids than it was sized for: its false positives grow.
+    fn is_full(&self) -> bool {
+        self.len > self.capacity
+    }
+}
+
 /// A processor state change to write with the messages it causes.
 pub enum StateChange {
     Put { name: String, value: Vec<u8> },
@@ -110,6 +175,10 @@ impl Store {
     /// Writes `changes` and queues every message whose key is new, in one
     /// batch, and makes it durable; returns the messages queued (those
     /// whose key was known are left as they are).
+    ///
+    /// The ids known are checked in memory first ([`KnownIds`]): a new id,
+    /// nearly every one, costs no read of the tree. Queuing is serialised,
+    /// so two processors queuing one id at once queue it once.
     pub fn queue_messages(
         &self,
         changes: Vec<StateChange>,
@@ -125,21 +194,37 @@ impl Store {
                 StateChange::Remove { name } => batch.remove(prefixed(STATE, name.as_bytes())),
             }
         }
+        // Taken out while queuing: after an error it is read again.
+        let mut slot = self
+            .outbox_ids
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut known = match slot.take() {
+            Some(known) => known,
+            None => KnownIds::read(tree)?,
+        };
         let mut queued = Vec::new();
         for message in messages {
-            let key = prefixed(MESSAGE, message.id.as_bytes());
-            if tree.contains_key(&key)?
-                || tree.contains_key(prefixed(TOMBSTONE, message.id.as_bytes()))?
-                || queued.iter().any(|q: &OutboxMessage| q.id == message.id)
+            let id = message.id.as_bytes();
+            if queued.iter().any(|q: &OutboxMessage| q.id == message.id)
+                || known.may_hold(id)
+                    && (tree.contains_key(prefixed(MESSAGE, id))?
+                        || tree.contains_key(prefixed(TOMBSTONE, id))?)
             {
                 continue;
             }
-            batch.insert(key, Self::encode_message(&message)?);
+            batch.insert(prefixed(MESSAGE, id), Self::encode_message(&message)?);
             batch.insert(queue_key(message.next_attempt_at, &message.id), &[]);
             queued.push(message);
         }
         tree.apply_batch(batch)?;
-        self.flush()?;
+        known.add(queued.iter().map(|m| m.id.as_bytes()));
+        if known.is_full() {
+            known = KnownIds::read(tree)?;
+        }
+        *slot = Some(known);
+        drop(slot);
+        self.flush_outbox()?;
         Ok(queued)
     }
 
@@ -290,7 +375,7 @@ impl Store {
             message.status = MessageStatus::Pending;
             message.next_attempt_at = now;
             self.update_messages(&[(message.clone(), previous)])?;
-            self.flush()?;
+            self.flush_outbox()?;
         }
         Ok(Some((was, message)))
     }
@@ -329,7 +414,7 @@ impl Store {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::model::outbox::{MessageKind, message_id_for};
 
@@ -337,7 +422,8 @@ mod tests {
         DateTime::from_timestamp(1_790_000_000 + minutes * 60, 0).unwrap()
     }
 
-    fn message(key: &str) -> OutboxMessage {
+    /// A pending maintenance notice whose idempotency key is `key`.
+    pub(in crate::store) fn message(key: &str) -> OutboxMessage {
         OutboxMessage {
             id: message_id_for(key),
             key: key.into(),
@@ -406,6 +492,47 @@ mod tests {
         assert_eq!(store.prune_outbox(at(1000)).unwrap(), [MessageStatus::Sent]);
         assert!(store.outbox_message(&pending.id).unwrap().is_some());
         assert!(store.due_messages(at(1000), 10, &|_| false).unwrap().len() == 1);
+    }
+
+    #[test]
+    fn an_id_queued_or_deleted_is_refused_however_many_came_since_and_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let deleted = message("deleted");
+        store.queue_messages(vec![], vec![deleted.clone()]).unwrap();
+        finish(&store, deleted.clone(), MessageStatus::Sent, 1);
+        assert_eq!(store.prune_outbox(at(2)).unwrap(), [MessageStatus::Sent]);
+        // Ten times what the first filter was sized for, queued in threes:
+        // the filter is read again, larger, several times.
+        let many: Vec<OutboxMessage> = (0..10 * KnownIds::MIN_CAPACITY)
+            .map(|i| message(&format!("notice-{i}")))
+            .collect();
+        for three in many.chunks(3) {
+            assert_eq!(
+                store.queue_messages(vec![], three.to_vec()).unwrap().len(),
+                three.len()
+            );
+        }
+        let refused = |store: &Store| {
+            let again = [
+                deleted.clone(),
+                many[0].clone(),
+                many[many.len() - 1].clone(),
+            ];
+            store.queue_messages(vec![], again.to_vec()).unwrap()
+        };
+        assert!(refused(&store).is_empty());
+        drop(store);
+
+        let store = Store::open(dir.path()).unwrap();
+        assert!(refused(&store).is_empty());
+        let fresh = store
+            .queue_messages(vec![], vec![message("fresh")])
+            .unwrap();
+        assert_eq!(fresh.len(), 1);
+        assert!(store.outbox_message(&deleted.id).unwrap().is_none());
+        let pending = store.outbox_counts().unwrap()[&MessageStatus::Pending];
+        assert_eq!(pending, many.len() as u64 + 1);
     }
 
     /// A notice as the disruption planner renders it: mostly long HTML.

@@ -7,10 +7,10 @@
 //! dump is refused rather than half imported:
 //!
 //! ```text
-//! {"csmd_dump":1,"schema_version":2,"csmd_version":"0.1.0","created_at":"2026-01-05T09:00:00Z"}
+//! {"csmd_dump":1,"schema_version":3,"csmd_version":"0.1.0","created_at":"2026-01-05T09:00:00Z"}
 //! {"tree":"customers","key":"acme","value":{"id":"acme","name":"ACME Logistics SAS"}}
 //! {"tree":"journal","key_hex":"650000000000000001","value":{"seq":1}}
-//! {"tree":"meta","key":"schema_version","value_b64":"AAAAAg=="}
+//! {"tree":"meta","key":"schema_version","value_b64":"AAAAAw=="}
 //! {"end":true,"records":3}
 //! ```
 //!
@@ -23,6 +23,10 @@
 //! place only once the whole dump has been read and checked: a malformed,
 //! truncated or interrupted import leaves no half-filled store that the
 //! daemon would start on.
+//!
+//! A dump does not say which database of the store a tree was in
+//! ([`super::layout`]): export reads each tree where the store's schema
+//! puts it, import writes it where the current schema does.
 
 mod format;
 
@@ -31,6 +35,7 @@ use std::collections::hash_map::{Entry, HashMap};
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
+use super::layout::{in_outbox_db, outbox_dir};
 use super::{SCHEMA_KEY, SCHEMA_VERSION, StoreError, open_db};
 use format::DumpReader;
 pub use format::FORMAT_VERSION;
@@ -44,8 +49,11 @@ const BATCH_RECORDS: usize = 10_000;
 type Migration = fn(Record) -> Result<Option<Record>, String>;
 
 /// `MIGRATIONS[i]` upgrades a dump at schema `OLDEST_IMPORTABLE + i`.
-/// Empty: version 2 is the first schema that was ever exported.
-const MIGRATIONS: &[Migration] = &[];
+/// Version 2 is the first schema that was ever exported.
+const MIGRATIONS: &[Migration] = &[
+    // 2 to 3: the outbox moved to a database of its own; no record changed.
+    |record| Ok(Some(record)),
+];
 
 /// The oldest schema version whose dumps this csmd imports.
 const OLDEST_IMPORTABLE: u32 = SCHEMA_VERSION - MIGRATIONS.len() as u32;
@@ -112,6 +120,8 @@ pub struct Record {
 /// daemon runs; it creates no store and changes no record.
 pub struct StoreExport {
     db: ExistingDb,
+    /// The outbox's database, from schema 3 on.
+    outbox_db: Option<ExistingDb>,
     schema_version: u32,
 }
 
@@ -126,7 +136,35 @@ impl StoreExport {
         let schema_version = stored_schema_version(&db)?.ok_or_else(|| DumpError::NotAStore {
             path: dir.to_path_buf(),
         })?;
-        Ok(StoreExport { db, schema_version })
+        let outbox_db = match schema_version >= 3 && holds_files(&outbox_dir(dir))? {
+            true => Some(ExistingDb::open(&outbox_dir(dir))?),
+            false => None,
+        };
+        Ok(StoreExport {
+            db,
+            outbox_db,
+            schema_version,
+        })
+    }
+
+    /// Every tree, by name, from the database the store's schema puts it
+    /// in, in byte order of their names.
+    fn trees(&self) -> Result<Vec<(sled::IVec, sled::Tree)>, DumpError> {
+        let mut trees = Vec::new();
+        for name in self.db.tree_names() {
+            if self.outbox_db.is_none() || !in_outbox_db(&name) {
+                trees.push((name.clone(), self.db.open_tree(&name)?));
+            }
+        }
+        if let Some(outbox_db) = &self.outbox_db {
+            for name in outbox_db.tree_names() {
+                if in_outbox_db(&name) {
+                    trees.push((name.clone(), outbox_db.open_tree(&name)?));
+                }
+            }
+        }
+        trees.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(trees)
     }
 
     /// Writes the dump, streaming one tree at a time, and flushes `out`.
@@ -140,14 +178,12 @@ impl StoreExport {
             schema_version: self.schema_version,
             records: BTreeMap::new(),
         };
-        let mut names = self.db.tree_names();
-        names.sort();
-        for name in names {
+        for (name, tree) in self.trees()? {
             let tree_name = std::str::from_utf8(&name).map_err(|_| DumpError::TreeName {
                 name: String::from_utf8_lossy(&name).into_owned(),
             })?;
             let mut count = 0;
-            for item in self.db.open_tree(&name)?.iter() {
+            for item in tree.iter() {
                 let (key, value) = item?;
                 // Alerts, incidents and alerts' journal entries are
                 // stored compact, messages packed; the dump holds them
@@ -200,6 +236,7 @@ pub fn import(dir: &Path, input: impl BufRead, source_name: &str) -> Result<Summ
 /// Reads the whole dump into a new store in `staging`.
 fn fill(staging: &Path, input: impl BufRead, source_name: &str) -> Result<Summary, DumpError> {
     let db = open_db(staging)?;
+    let outbox_db = open_db(&outbox_dir(staging))?;
     let mut reader = DumpReader::new(input, source_name);
     let schema_version = reader.header()?;
     let migrations = migrations_from(schema_version).map_err(|m| reader.error_at(1, m))?;
@@ -211,7 +248,11 @@ fn fill(staging: &Path, input: impl BufRead, source_name: &str) -> Result<Summar
         let tree = match pending.entry(record.tree) {
             Entry::Occupied(tree) => tree.into_mut(),
             Entry::Vacant(slot) => {
-                let tree = db.open_tree(slot.key())?;
+                let name = slot.key().as_bytes();
+                let tree = match in_outbox_db(name) {
+                    true => outbox_db.open_tree(name)?,
+                    false => db.open_tree(name)?,
+                };
                 slot.insert(PendingTree::new(tree))
             }
         };
@@ -225,6 +266,7 @@ fn fill(staging: &Path, input: impl BufRead, source_name: &str) -> Result<Summar
     // Whatever schema the dump was written at, the store is now the current one.
     db.open_tree("meta")?
         .insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
+    outbox_db.flush()?;
     db.flush()?;
     Ok(Summary {
         schema_version,
@@ -391,6 +433,17 @@ fn ensure_empty(dir: &Path) -> Result<(), DumpError> {
     if !holds_files(dir)? {
         return Ok(());
     }
+    let outbox = outbox_dir(dir);
+    if holds_files(&outbox)? {
+        let db = ExistingDb::open(&outbox)?;
+        for name in db.tree_names() {
+            if !db.open_tree(&name)?.is_empty() {
+                return Err(DumpError::NotEmpty {
+                    path: dir.to_path_buf(),
+                });
+            }
+        }
+    }
     let db = ExistingDb::open(dir)?;
     for name in db.tree_names() {
         let is_meta = name.as_ref() == b"meta";
@@ -470,15 +523,28 @@ fn stored_schema_version(db: &sled::Db) -> Result<Option<u32>, DumpError> {
 mod tests {
     use super::*;
 
+    /// A store at the current schema holding `records`, each tree in its
+    /// database.
     fn store_with(dir: &Path, records: &[(&str, &[u8], &[u8])]) {
+        store_at(SCHEMA_VERSION, dir, records);
+    }
+
+    /// A store at `schema` (2 or 3) holding `records`.
+    fn store_at(schema: u32, dir: &Path, records: &[(&str, &[u8], &[u8])]) {
         let db = open_db(dir).unwrap();
+        let outbox_db = open_db(&outbox_dir(dir)).unwrap();
         db.open_tree("meta")
             .unwrap()
-            .insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())
+            .insert(SCHEMA_KEY, &schema.to_be_bytes())
             .unwrap();
         for (tree, key, value) in records {
+            let db = match schema >= 3 && in_outbox_db(tree.as_bytes()) {
+                true => &outbox_db,
+                false => &db,
+            };
             db.open_tree(tree).unwrap().insert(key, *value).unwrap();
         }
+        outbox_db.flush().unwrap();
         db.flush().unwrap();
     }
 
@@ -527,6 +593,69 @@ mod tests {
     }
 
     #[test]
+    fn a_store_at_schema_2_exports_its_outbox_and_imports_at_the_current_schema() {
+        let temp = tempfile::tempdir().unwrap();
+        let (source, target) = (temp.path().join("a"), temp.path().join("b"));
+        let message = serde_json::json!({"id": "m-1"});
+        let packed = crate::store::compact::pack("outbox", &message).unwrap();
+        store_at(
+            2,
+            &source,
+            &[
+                ("outbox", b"mm-1", &packed),
+                ("outbox", b"sdisruption/acme", br#"{"open":null}"#),
+                ("sip", b"action-1", br#"{"title":"Call back"}"#),
+            ],
+        );
+        let dump = export(&source);
+        assert!(
+            dump.starts_with(r#"{"csmd_dump":1,"schema_version":2,"#),
+            "{dump}"
+        );
+        assert!(
+            dump.contains(r#"{"tree":"outbox","key":"mm-1","value":{"id":"m-1"}}"#),
+            "{dump}"
+        );
+
+        let summary = import(&target, dump.as_bytes(), "dump.jsonl").unwrap();
+        assert_eq!(summary.schema_version, 2);
+        assert_eq!(summary.records["outbox"], 2);
+        let exported = export(&target);
+        assert!(
+            exported.starts_with(&format!(
+                r#"{{"csmd_dump":1,"schema_version":{SCHEMA_VERSION},"#
+            )),
+            "{exported}"
+        );
+        // The outbox is in its own database now, the rest where it was.
+        let outbox = open_db(&outbox_dir(&target)).unwrap();
+        let tree = outbox.open_tree("outbox").unwrap();
+        assert_eq!(tree.len(), 2);
+        // Imported as JSON, which the store reads as well as packed.
+        assert_eq!(
+            tree.get(b"mm-1").unwrap().unwrap().as_ref(),
+            br#"{"id":"m-1"}"#
+        );
+        drop(outbox);
+        let main = open_db(&target).unwrap();
+        assert!(!main.tree_names().iter().any(|n| in_outbox_db(n)));
+        assert_eq!(main.open_tree("sip").unwrap().len(), 1);
+        drop(main);
+        // Every record but the schema version is the same.
+        let differs = |a: &&str| !a.contains(r#""key":"schema_version""#);
+        assert_eq!(
+            records_of(&exported)
+                .into_iter()
+                .filter(differs)
+                .collect::<Vec<_>>(),
+            records_of(&dump)
+                .into_iter()
+                .filter(differs)
+                .collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
     fn an_empty_store_is_replaced_and_one_with_data_is_kept() {
         let temp = tempfile::tempdir().unwrap();
         let (source, target) = (temp.path().join("a"), temp.path().join("b"));
@@ -544,6 +673,17 @@ mod tests {
         let error = import(&target, dump.as_bytes(), "dump.jsonl").unwrap_err();
         assert!(matches!(error, DumpError::NotEmpty { .. }), "{error}");
         assert_eq!(records_of(&export(&target)), records_of(&dump));
+    }
+
+    #[test]
+    fn a_store_holding_only_messages_is_not_taken_for_empty() {
+        let temp = tempfile::tempdir().unwrap();
+        let (source, target) = (temp.path().join("a"), temp.path().join("b"));
+        store_with(&source, &[("sip", b"action-1", br#"{"title":"x"}"#)]);
+        store_with(&target, &[("outbox", b"sdisruption/acme", b"{}")]);
+        let error = import(&target, export(&source).as_bytes(), "dump.jsonl").unwrap_err();
+        assert!(matches!(error, DumpError::NotEmpty { .. }), "{error}");
+        assert!(export(&target).contains(r#""key":"sdisruption/acme""#));
     }
 
     #[cfg(unix)]
