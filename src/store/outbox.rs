@@ -75,22 +75,32 @@ pub(super) fn exported<'v>(key: &[u8], value: &'v [u8]) -> Result<Cow<'v, [u8]>,
 /// filter: an id it does not hold was never queued, so queuing it reads
 /// nothing from the tree. Without it each new message took two reads at
 /// random places of the tree, which holds the rendered bodies and does not
-/// stay in sled's cache (BENCHMARKS.md). An id it may hold (one in a
-/// hundred of the new ones) is looked up.
+/// stay in sled's cache (BENCHMARKS.md). An id it may hold (at most two in
+/// a hundred of the new ones) is looked up.
 ///
 /// Ids are only ever added: a deleted message leaves a tombstone under
-/// its id. When more ids were added than it was sized for, it is read
-/// again from the tree, twice as large.
+/// its id. The ids are read from the tree once, at the first queuing;
+/// when more are added than the filter was sized for, a filter twice as
+/// large (with half the false positives) takes the next ones, so the tree
+/// is never read again: reading it means reading every message.
 pub(crate) struct KnownIds {
+    /// Oldest first; ids are added to the last.
+    layers: Vec<Layer>,
+}
+
+struct Layer {
     filter: Bloom<[u8]>,
     len: usize,
     capacity: usize,
+    false_positives: f64,
 }
 
 impl KnownIds {
+    /// The first layer's false positives; each next layer has half its
+    /// predecessor's, so that all of them together stay under twice this.
     const FALSE_POSITIVES: f64 = 0.01;
-    /// The fewest ids a filter is sized for (a few in tests, to see it
-    /// grow).
+    /// The fewest ids a layer is sized for (a few in tests, to see layers
+    /// added).
     const MIN_CAPACITY: usize = if cfg!(test) { 4 } else { 1 << 16 };
 
     /// Every id of a message or a tombstone in `tree`.
@@ -101,36 +111,53 @@ impl KnownIds {
                 keys.push(key?);
             }
         }
-        let mut known = KnownIds::sized(Self::MIN_CAPACITY.max(keys.len() * 2))?;
-        known.add(keys.iter().map(|key| key.get(1..).unwrap_or_default()));
+        let first = Layer::sized(
+            Self::MIN_CAPACITY.max(keys.len() * 2),
+            Self::FALSE_POSITIVES,
+        )?;
+        let mut known = KnownIds {
+            layers: vec![first],
+        };
+        known.add(keys.iter().map(|key| key.get(1..).unwrap_or_default()))?;
         Ok(known)
     }
 
-    fn sized(capacity: usize) -> Result<KnownIds, StoreError> {
-        let filter = Bloom::new_for_fp_rate(capacity, Self::FALSE_POSITIVES)
-            .map_err(|e| StoreError::Transaction(format!("cannot size the outbox's ids: {e}")))?;
-        Ok(KnownIds {
-            filter,
-            len: 0,
-            capacity,
-        })
-    }
-
-    fn add<'a>(&mut self, ids: impl IntoIterator<Item = &'a [u8]>) {
+    fn add<'a>(&mut self, ids: impl IntoIterator<Item = &'a [u8]>) -> Result<(), StoreError> {
         for id in ids {
-            self.filter.set(id);
-            self.len += 1;
+            let full = self.layers.last().is_none_or(|l| l.len >= l.capacity);
+            if full {
+                let (capacity, false_positives) = self
+                    .layers
+                    .last()
+                    .map_or((Self::MIN_CAPACITY, Self::FALSE_POSITIVES), |l| {
+                        (l.capacity * 2, l.false_positives / 2.0)
+                    });
+                self.layers.push(Layer::sized(capacity, false_positives)?);
+            }
+            if let Some(layer) = self.layers.last_mut() {
+                layer.filter.set(id);
+                layer.len += 1;
+            }
         }
+        Ok(())
     }
 
     /// False when `id` was certainly never added.
     fn may_hold(&self, id: &[u8]) -> bool {
-        self.filter.check(id)
+        self.layers.iter().any(|layer| layer.filter.check(id))
     }
+}
 
-    /// More ids than it was sized for: its false positives grow.
-    fn is_full(&self) -> bool {
-        self.len > self.capacity
+impl Layer {
+    fn sized(capacity: usize, false_positives: f64) -> Result<Layer, StoreError> {
+        let filter = Bloom::new_for_fp_rate(capacity, false_positives)
+            .map_err(|e| StoreError::Transaction(format!("cannot size the outbox's ids: {e}")))?;
+        Ok(Layer {
+            filter,
+            len: 0,
+            capacity,
+            false_positives,
+        })
     }
 }
 
@@ -218,10 +245,7 @@ impl Store {
             queued.push(message);
         }
         tree.apply_batch(batch)?;
-        known.add(queued.iter().map(|m| m.id.as_bytes()));
-        if known.is_full() {
-            known = KnownIds::read(tree)?;
-        }
+        known.add(queued.iter().map(|m| m.id.as_bytes()))?;
         *slot = Some(known);
         drop(slot);
         self.flush_outbox()?;
@@ -502,8 +526,8 @@ pub(super) mod tests {
         store.queue_messages(vec![], vec![deleted.clone()]).unwrap();
         finish(&store, deleted.clone(), MessageStatus::Sent, 1);
         assert_eq!(store.prune_outbox(at(2)).unwrap(), [MessageStatus::Sent]);
-        // Ten times what the first filter was sized for, queued in threes:
-        // the filter is read again, larger, several times.
+        // Ten times what the first layer was sized for, queued in threes:
+        // layers are added.
         let many: Vec<OutboxMessage> = (0..10 * KnownIds::MIN_CAPACITY)
             .map(|i| message(&format!("notice-{i}")))
             .collect();
@@ -522,10 +546,18 @@ pub(super) mod tests {
             store.queue_messages(vec![], again.to_vec()).unwrap()
         };
         assert!(refused(&store).is_empty());
+        let layers = |store: &Store| {
+            let known = store.outbox_ids.lock().unwrap();
+            known.as_ref().map_or(0, |k| k.layers.len())
+        };
+        // Sized for 4, then 8, 16 and 32 ids.
+        assert_eq!(layers(&store), 4);
         drop(store);
 
         let store = Store::open(dir.path()).unwrap();
         assert!(refused(&store).is_empty());
+        // Read again at the restart: one layer, sized for twice the ids.
+        assert_eq!(layers(&store), 1);
         let fresh = store
             .queue_messages(vec![], vec![message("fresh")])
             .unwrap();
