@@ -168,6 +168,24 @@ mod tests {
     }
 
     #[test]
+    fn a_store_of_another_schema_is_refused_and_left_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        for schema in [1, SCHEMA_VERSION + 1] {
+            let main = open_db(dir.path()).unwrap();
+            set_schema(&main, schema);
+            main.flush().unwrap();
+            drop(main);
+            match Store::open(dir.path()) {
+                Err(crate::store::StoreError::Schema { found, .. }) => assert_eq!(found, schema),
+                Err(other) => panic!("not a schema error: {other}"),
+                Ok(_) => panic!("a store at schema {schema} was opened"),
+            }
+            assert!(!outbox_dir(dir.path()).exists());
+            assert_eq!(schema_of(&open_db(dir.path()).unwrap()), Some(schema));
+        }
+    }
+
+    #[test]
     fn a_move_interrupted_before_the_schema_changed_starts_over() {
         let dir = tempfile::tempdir().unwrap();
         let records = store_at_schema_2(dir.path());

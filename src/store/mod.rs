@@ -132,12 +132,21 @@ impl Store {
     pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
         let path = dir.to_path_buf();
         let db = open_db_cached(dir, cache_bytes)?;
+        let meta = db.open_tree("meta")?;
+        let schema = stored_schema_version(&meta)?;
+        // Refused before the outbox's database is created beside it.
+        if let Some(found) = schema.filter(|&v| v != SCHEMA_VERSION && v != 2) {
+            return Err(StoreError::Schema {
+                path,
+                found,
+                expected: SCHEMA_VERSION,
+            });
+        }
         let outbox_db = open_db_cached(
             &layout::outbox_dir(dir),
             layout::OUTBOX_CACHE_MIB * 1024 * 1024,
         )?;
-        let meta = db.open_tree("meta")?;
-        check_schema(&db, &outbox_db, &meta, &path)?;
+        settle_schema(schema, &db, &outbox_db, &meta, &path)?;
         for name in TREE_NAMES.iter().chain(RECORD_TREES) {
             db.open_tree(name)?;
         }
@@ -293,9 +302,11 @@ fn stored_schema_version(meta: &sled::Tree) -> Result<Option<u32>, sled::Error> 
     }))
 }
 
-/// Checks the store's schema version; a new store gets the current one,
-/// and a store at version 2 has its outbox moved ([`layout::move_outbox`]).
-fn check_schema(
+/// Brings a store at a schema this csmd reads (`schema`, none when new)
+/// to the current one: a new store gets its version, and a store at
+/// version 2 has its outbox moved ([`layout::move_outbox`]).
+fn settle_schema(
+    schema: Option<u32>,
     db: &sled::Db,
     outbox_db: &sled::Db,
     meta: &sled::Tree,
@@ -306,8 +317,8 @@ fn check_schema(
         db.flush()?;
         Ok(())
     };
-    match stored_schema_version(meta)? {
-        Some(SCHEMA_VERSION) => layout::drop_moved(db),
+    match schema {
+        None => mark(),
         Some(2) => {
             let moved = layout::move_outbox(db, outbox_db, mark)?;
             tracing::info!(
@@ -317,12 +328,7 @@ fn check_schema(
             );
             Ok(())
         }
-        Some(found) => Err(StoreError::Schema {
-            path: path.to_path_buf(),
-            found,
-            expected: SCHEMA_VERSION,
-        }),
-        None => mark(),
+        Some(_) => layout::drop_moved(db),
     }
 }
 

@@ -13,9 +13,8 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use chrono::{DateTime, Utc};
-
 use bloomfilter::Bloom;
+use chrono::{DateTime, Utc};
 
 use super::{Store, StoreError, compact};
 use crate::model::outbox::{MessageStatus, OutboxMessage};
