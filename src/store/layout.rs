@@ -132,6 +132,16 @@ mod tests {
         records
     }
 
+    /// Writes `records` into the outbox's database, as a move would.
+    fn write_outbox(dir: &Path, records: &[(sled::IVec, sled::IVec)]) {
+        let outbox_db = open_db(&outbox_dir(dir)).unwrap();
+        let tree = outbox_db.open_tree(outbox::TREE).unwrap();
+        for (key, value) in records {
+            tree.insert(key, value).unwrap();
+        }
+        outbox_db.flush().unwrap();
+    }
+
     fn outbox_records(dir: &Path) -> Vec<(sled::IVec, sled::IVec)> {
         let outbox_db = open_db(&outbox_dir(dir)).unwrap();
         let tree = outbox_db.open_tree(outbox::TREE).unwrap();
@@ -190,12 +200,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let records = store_at_schema_2(dir.path());
         // A partial copy, and a key the old tree does not have.
-        let outbox_db = open_db(&outbox_dir(dir.path())).unwrap();
-        let tree = outbox_db.open_tree(outbox::TREE).unwrap();
-        tree.insert(&records[0].0, &records[0].1).unwrap();
-        tree.insert(b"mhalf-written", b"{}").unwrap();
-        outbox_db.flush().unwrap();
-        drop((tree, outbox_db));
+        let half = [records[0].clone(), (b"mhalf-written".into(), b"{}".into())];
+        write_outbox(dir.path(), &half);
 
         drop(Store::open(dir.path()).unwrap());
         assert_eq!(outbox_records(dir.path()), records);
@@ -206,16 +212,10 @@ mod tests {
     fn what_is_left_of_a_move_after_the_schema_changed_is_removed_and_the_outbox_kept() {
         let dir = tempfile::tempdir().unwrap();
         let records = store_at_schema_2(dir.path());
-        // Copied and marked, the old tree not yet dropped.
-        let outbox_db = open_db(&outbox_dir(dir.path())).unwrap();
-        let tree = outbox_db.open_tree(outbox::TREE).unwrap();
-        for (key, value) in &records {
-            tree.insert(key, value).unwrap();
-        }
-        // Queued since the move.
-        tree.insert(b"mlater", b"{}").unwrap();
-        outbox_db.flush().unwrap();
-        drop((tree, outbox_db));
+        // Copied and marked, the old tree not yet dropped; and a message
+        // queued since.
+        write_outbox(dir.path(), &records);
+        write_outbox(dir.path(), &[(b"mlater".into(), b"{}".into())]);
         let main = open_db(dir.path()).unwrap();
         set_schema(&main, SCHEMA_VERSION);
         main.flush().unwrap();
