@@ -5,8 +5,8 @@
 //! The outbox is written as fast as notices are queued (their rendered
 //! bodies, packed) and read back once, when they are sent. In the one page
 //! cache it pushed out what the engine and the planners read over and over
-//! (the alerts, the ITSM records): in an alert storm, most of applying an
-//! alert became reading its page back from disk (BENCHMARKS.md). Queuing
+//! (the alerts, the ITSM records): in an alert storm, a third of applying
+//! an alert was reading its page back from disk (BENCHMARKS.md). Queuing
 //! makes the outbox durable alone, without waiting for the rest.
 //!
 //! Nothing needs the outbox and another tree to change together: a
@@ -30,8 +30,11 @@ pub fn outbox_dir(store: &Path) -> PathBuf {
     store.join(OUTBOX_DIR)
 }
 
+/// The schema version from which the outbox has a database of its own.
+pub const OWN_DB_SINCE: u32 = 3;
+
 /// Whether the tree named `name` lives in the outbox's database (from
-/// schema version 3 on).
+/// schema version [`OWN_DB_SINCE`] on).
 pub fn in_outbox_db(name: &[u8]) -> bool {
     name == outbox::TREE.as_bytes()
 }

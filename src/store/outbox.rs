@@ -83,8 +83,10 @@ pub(super) fn exported<'v>(key: &[u8], value: &'v [u8]) -> Result<Cow<'v, [u8]>,
 /// large (with half the false positives) takes the next ones, so the tree
 /// is never read again: reading it means reading every message.
 pub(crate) struct KnownIds {
-    /// Oldest first; ids are added to the last.
-    layers: Vec<Layer>,
+    /// The layer ids are added to.
+    current: Layer,
+    /// The layers filled before it, oldest first.
+    full: Vec<Layer>,
 }
 
 struct Layer {
@@ -110,12 +112,12 @@ impl KnownIds {
                 keys.push(key?);
             }
         }
-        let first = Layer::sized(
-            Self::MIN_CAPACITY.max(keys.len() * 2),
-            Self::FALSE_POSITIVES,
-        )?;
         let mut known = KnownIds {
-            layers: vec![first],
+            current: Layer::sized(
+                Self::MIN_CAPACITY.max(keys.len() * 2),
+                Self::FALSE_POSITIVES,
+            )?,
+            full: Vec::new(),
         };
         known.add(keys.iter().map(|key| key.get(1..).unwrap_or_default()))?;
         Ok(known)
@@ -123,27 +125,20 @@ impl KnownIds {
 
     fn add<'a>(&mut self, ids: impl IntoIterator<Item = &'a [u8]>) -> Result<(), StoreError> {
         for id in ids {
-            let full = self.layers.last().is_none_or(|l| l.len >= l.capacity);
-            if full {
-                let (capacity, false_positives) = self
-                    .layers
-                    .last()
-                    .map_or((Self::MIN_CAPACITY, Self::FALSE_POSITIVES), |l| {
-                        (l.capacity * 2, l.false_positives / 2.0)
-                    });
-                self.layers.push(Layer::sized(capacity, false_positives)?);
+            let current = &self.current;
+            if current.len >= current.capacity {
+                let next = Layer::sized(current.capacity * 2, current.false_positives / 2.0)?;
+                self.full.push(std::mem::replace(&mut self.current, next));
             }
-            if let Some(layer) = self.layers.last_mut() {
-                layer.filter.set(id);
-                layer.len += 1;
-            }
+            self.current.filter.set(id);
+            self.current.len += 1;
         }
         Ok(())
     }
 
     /// False when `id` was certainly never added.
     fn may_hold(&self, id: &[u8]) -> bool {
-        self.layers.iter().any(|layer| layer.filter.check(id))
+        self.current.filter.check(id) || self.full.iter().any(|layer| layer.filter.check(id))
     }
 }
 
@@ -547,7 +542,7 @@ pub(super) mod tests {
         assert!(refused(&store).is_empty());
         let layers = |store: &Store| {
             let known = store.outbox_ids.lock().unwrap();
-            known.as_ref().map_or(0, |k| k.layers.len())
+            known.as_ref().map_or(0, |k| k.full.len() + 1)
         };
         // Sized for 4, then 8, 16 and 32 ids.
         assert_eq!(layers(&store), 4);

@@ -35,7 +35,7 @@ use std::collections::hash_map::{Entry, HashMap};
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
-use super::layout::{in_outbox_db, outbox_dir};
+use super::layout::{OWN_DB_SINCE, in_outbox_db, outbox_dir};
 use super::{SCHEMA_KEY, SCHEMA_VERSION, StoreError, open_db};
 use format::DumpReader;
 pub use format::FORMAT_VERSION;
@@ -136,7 +136,7 @@ impl StoreExport {
         let schema_version = stored_schema_version(&db)?.ok_or_else(|| DumpError::NotAStore {
             path: dir.to_path_buf(),
         })?;
-        let outbox_db = match schema_version >= 3 && holds_files(&outbox_dir(dir))? {
+        let outbox_db = match schema_version >= OWN_DB_SINCE && holds_files(&outbox_dir(dir))? {
             true => Some(ExistingDb::open(&outbox_dir(dir))?),
             false => None,
         };
@@ -433,30 +433,31 @@ fn ensure_empty(dir: &Path) -> Result<(), DumpError> {
     if !holds_files(dir)? {
         return Ok(());
     }
-    let outbox = outbox_dir(dir);
-    if holds_files(&outbox)? {
-        let db = ExistingDb::open(&outbox)?;
-        for name in db.tree_names() {
-            if !db.open_tree(&name)?.is_empty() {
-                return Err(DumpError::NotEmpty {
-                    path: dir.to_path_buf(),
-                });
-            }
-        }
+    let mut dbs = vec![ExistingDb::open(dir)?];
+    if holds_files(&outbox_dir(dir))? {
+        dbs.push(ExistingDb::open(&outbox_dir(dir))?);
     }
-    let db = ExistingDb::open(dir)?;
-    for name in db.tree_names() {
-        let is_meta = name.as_ref() == b"meta";
-        for key in db.open_tree(&name)?.iter().keys() {
-            let key = key?;
-            if !(is_meta && key.as_ref() == SCHEMA_KEY) {
-                return Err(DumpError::NotEmpty {
-                    path: dir.to_path_buf(),
-                });
-            }
+    for db in &dbs {
+        if holds_records(db)? {
+            return Err(DumpError::NotEmpty {
+                path: dir.to_path_buf(),
+            });
         }
     }
     Ok(())
+}
+
+/// Whether `db` holds any key but the schema version.
+fn holds_records(db: &sled::Db) -> Result<bool, DumpError> {
+    for name in db.tree_names() {
+        let is_meta = name.as_ref() == b"meta";
+        for key in db.open_tree(&name)?.iter().keys() {
+            if !(is_meta && key?.as_ref() == SCHEMA_KEY) {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
 }
 
 /// A store that was there before this process opened it, typically the
@@ -532,19 +533,22 @@ mod tests {
     /// A store at `schema` (2 or 3) holding `records`.
     fn store_at(schema: u32, dir: &Path, records: &[(&str, &[u8], &[u8])]) {
         let db = open_db(dir).unwrap();
-        let outbox_db = open_db(&outbox_dir(dir)).unwrap();
+        // A store at 2 has no outbox database.
+        let outbox_db = (schema >= OWN_DB_SINCE).then(|| open_db(&outbox_dir(dir)).unwrap());
         db.open_tree("meta")
             .unwrap()
             .insert(SCHEMA_KEY, &schema.to_be_bytes())
             .unwrap();
         for (tree, key, value) in records {
-            let db = match schema >= 3 && in_outbox_db(tree.as_bytes()) {
-                true => &outbox_db,
-                false => &db,
+            let db = match &outbox_db {
+                Some(outbox_db) if in_outbox_db(tree.as_bytes()) => outbox_db,
+                _ => &db,
             };
             db.open_tree(tree).unwrap().insert(key, *value).unwrap();
         }
-        outbox_db.flush().unwrap();
+        if let Some(outbox_db) = outbox_db {
+            outbox_db.flush().unwrap();
+        }
         db.flush().unwrap();
     }
 
